@@ -1,0 +1,111 @@
+"""sft.py: the CS336 micro-batch step, the script's outputs, its command line, and that it learns."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sft
+from conftest import ROOT
+
+TINY = ["--digits", "2", "--n_layer", "1", "--d_model", "32", "--batch_size", "8", "--device", "cpu",
+        "--eval_every", "2", "--n_test", "20"]
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, "sft.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_microbatch_gradient_is_minus_mask_over_b_c_k():
+    log_probs = torch.randn(3, 5, requires_grad=True)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]).float()
+    loss, meta = sft.sft_microbatch_train_step(log_probs, mask, gradient_accumulation_steps=4,
+                                               normalize_constant=2.5)
+    torch.testing.assert_close(log_probs.grad, -mask / (3 * 2.5 * 4), atol=1e-6, rtol=0)
+    expected = -(log_probs.detach() * mask).sum(1) / 2.5
+    assert loss.item() == pytest.approx(expected.mean().item() / 4, abs=1e-6)
+    torch.testing.assert_close(meta["per_sequence_nll"], expected, atol=1e-6, rtol=0)
+    sft.sft_microbatch_train_step(log_probs, mask, 4, 2.5)  # no zeroing: gradients add up
+    torch.testing.assert_close(log_probs.grad, -2 * mask / (3 * 2.5 * 4), atol=1e-6, rtol=0)
+
+
+def test_accumulation_equals_one_big_batch():
+    torch.manual_seed(0)
+    from toy_model import GPT, GPTConfig, Tokenizer, get_response_log_probs, tokenize_prompt_and_output
+    tok, model = Tokenizer(), GPT(GPTConfig(n_layer=1, d_model=32))
+    prompts = ["1+2=", "12+34=", "5+5=", "99+1="]
+    outputs = ["3" + "<|endoftext|>", "46<|endoftext|>", "<think>1</think>10<|endoftext|>", "100<|endoftext|>"]
+
+    def grads(k):
+        model.zero_grad()
+        for i in range(0, 4, 4 // k):
+            b = tokenize_prompt_and_output(prompts[i:i + 4 // k], outputs[i:i + 4 // k], tok)
+            lp = get_response_log_probs(model, b["input_ids"], b["labels"])["log_probs"]
+            sft.sft_microbatch_train_step(lp, b["response_mask"], k)
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    torch.testing.assert_close(grads(2), grads(1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads(4), grads(1), atol=1e-6, rtol=1e-5)
+
+
+def test_lr_schedule():
+    cfg = sft.Config(steps=100, warmup_steps=10, lr=1e-3)
+    assert sft.lr_at(5, cfg) == pytest.approx(5e-4)
+    assert sft.lr_at(10, cfg) == pytest.approx(1e-3)
+    assert sft.lr_at(100, cfg) == pytest.approx(1e-4)
+
+
+def test_script_writes_outputs(tmp_path):
+    res = run("--steps", "3", *TINY, "--out_dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "summary.json"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 3 and {"start_accuracy", "final_accuracy", "wall_seconds"} <= set(summary)
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 4  # header + one row per step
+
+
+def test_help_lists_every_field():
+    res = run("-h")
+    assert res.returncode == 0
+    for field in sft.Config.__dataclass_fields__:
+        assert f"--{field}" in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--lr", "-1"], "--lr"),
+    (["--steps", "abc"], "invalid int value"),
+    (["--batch_size", "10", "--gradient_accumulation_steps", "3"], "not divisible"),
+    (["--d_model", "30", "--n_head", "4"], "--d_model"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    res = run(*args, "--out_dir", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeded_runs_are_identical(tmp_path):
+    cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=4, device="cpu", n_test=20,
+               eval_every=100, samples_every=100)
+    sft.train(sft.Config(**cfg, out_dir=str(tmp_path / "a")))
+    sft.train(sft.Config(**cfg, out_dir=str(tmp_path / "b")))
+    sft.train(sft.Config(**cfg, seed=1, out_dir=str(tmp_path / "c")))
+    def metrics(d):  # every column but the wall-clock one
+        with open(tmp_path / d / "metrics.csv") as f:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+    assert metrics("a") == metrics("b")
+    assert [r["nll_per_token"] for r in metrics("a")] != [r["nll_per_token"] for r in metrics("c")]
+
+
+def test_sft_learns(small_sft):
+    """The session's small SFT run (2 digits, 300 steps) goes from 0 to well above chance."""
+    _, summary = small_sft
+    assert summary["start_accuracy"] == 0.0
+    assert summary["final_accuracy"] >= 0.3
+    assert summary["final_format_rate"] >= 0.95
