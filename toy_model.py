@@ -27,6 +27,7 @@ import random
 import re
 import sys
 import tempfile
+import types
 import typing
 from dataclasses import dataclass
 
@@ -434,7 +435,7 @@ def parse_config(config_cls, argv=None, description: str | None = None):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         elif typing.get_origin(kind) is typing.Literal:
             g.add_argument(flag, choices=typing.get_args(kind), default=f.default, help=text)
-        elif typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[float]: "none" or a number
             base = [t for t in typing.get_args(kind) if t is not type(None)][0]
             g.add_argument(flag, type=lambda s, b=base: None if s.lower() == "none" else b(s),
                            default=f.default, metavar=base.__name__.upper(), help=text)
