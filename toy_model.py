@@ -430,7 +430,7 @@ def parse_config(config_cls, argv=None, description: str | None = None):
         g = groups.setdefault(group_of.get(f.name, "options"),
                               parser.add_argument_group(group_of.get(f.name, "options")))
         kind, flag = hints[f.name], "--" + f.name
-        text = f"{help_of.get(f.name, '')} (default: {f.default})"
+        text = f"{help_of.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse formats help
         if kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         elif typing.get_origin(kind) is typing.Literal:

@@ -1,0 +1,238 @@
+"""ppo.py: per-token rewards, the clipped losses, the reward model's loss, the training loop's
+invariants (ratio 1 at the first minibatch, frozen reference, determinism), its outputs, its
+command line, and that it learns."""
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ppo
+from conftest import ROOT
+from gae import gae_advantages
+from toy_model import GPT, GPTConfig, load_checkpoint, parse_config
+
+# A few seconds per run: the small SFT model, few and small rollouts, a short held-out set.
+TINY = dict(digits=2, device="cpu", steps=3, prompts_per_step=16, n_minibatches=2, n_test=20,
+            eval_every=2, samples_every=1000, rm_prompts=64, rm_samples=4, rm_steps=3, rm_batch_size=8)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_lambda_gamma_1_zero_values_beta_0_every_advantage_is_the_score():
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]]).float()
+    scores = torch.tensor([0.7, -1.0, 2.5])
+    kl = torch.randn(3, 4)  # ignored at beta 0
+    rewards = ppo.compute_ppo_rewards(scores, kl, mask, beta=0.0)
+    advantages = gae_advantages(rewards, torch.zeros(3, 4), mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(advantages, scores[:, None] * mask, atol=1e-6, rtol=0)
+
+
+def test_rewards_are_minus_beta_kl_plus_the_score_on_the_last_token():
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]]).float()
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 9.0]])
+    rewards = ppo.compute_ppo_rewards(torch.tensor([1.0, 0.0]), kl, mask, beta=0.5)
+    expected = torch.tensor([[-0.05, -0.1, -0.15 + 1.0], [-0.2, -0.25, 0.0]])
+    torch.testing.assert_close(rewards, expected, atol=1e-6, rtol=0)
+
+
+def toy_rollout(seed=0, B=6, P=4, T=5):
+    """A random 1-layer model and random right-padded sequences: (model, seq, response_mask)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=1, d_model=32, n_head=2, max_seq_len=16)).eval()
+    seq = torch.randint(0, 19, (B, P + T))
+    lengths = torch.tensor([5, 3, 1, 5, 4, 2])[:B]
+    mask = (torch.arange(T)[None] < lengths[:, None]).float()
+    return model, seq, mask
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_reward_is_zero_when_policy_equals_reference(estimator):
+    policy, seq, mask = toy_rollout()
+    reference = copy.deepcopy(policy)
+    with torch.inference_mode():
+        log_probs, _ = ppo.response_log_probs(policy, seq, 4, 1.0)
+        ref_log_probs, _ = ppo.response_log_probs(reference, seq, 4, 1.0)
+    kl = ppo.kl_penalty(log_probs, ref_log_probs, estimator)
+    assert (kl == 0).all()
+    scores = torch.randn(len(seq))
+    rewards = ppo.compute_ppo_rewards(scores, kl, mask, beta=0.1)
+    assert (rewards.sum(dim=1) == scores).all()
+
+
+def test_kl_estimators_golden_values():
+    log_p, log_q = torch.tensor([-0.5, -2.0]), torch.tensor([-1.0, -1.0])  # log pi, log pi_ref
+    log_r = log_q - log_p  # [-0.5, 1.0]
+    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k1"), torch.tensor([0.5, -1.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k2"), 0.5 * log_r ** 2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k3"), log_r.exp() - 1 - log_r, atol=1e-6, rtol=0)
+
+
+def test_first_minibatch_ratio_is_1_and_nothing_is_clipped():
+    policy, seq, mask = toy_rollout(1)
+    critic = ppo.ScalarHead(copy.deepcopy(policy))
+    with torch.no_grad():
+        critic.head.bias.fill_(0.3)  # non-zero values, so that the value clip is really exercised
+    with torch.inference_mode():
+        old_log_probs, _ = ppo.response_log_probs(policy, seq, 4, 1.0)
+        old_values = critic(seq[:, :-1])[:, 3:]
+    advantages, returns = torch.randn(mask.shape), torch.randn(mask.shape) * 5
+    idx = torch.tensor([4, 0, 2])  # a shuffled minibatch
+    log_probs, entropy = ppo.response_log_probs(policy, seq[idx], 4, 1.0)
+    values = critic(seq[idx, :-1])[:, 3:]
+    _, meta = ppo.ppo_microbatch_train_step(log_probs, entropy, values, mask[idx], old_log_probs[idx],
+                                            old_values[idx], advantages[idx], returns[idx], 0.2, 0.2, 0.5, 0.01)
+    assert meta["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert meta["clipfrac"] == 0 and meta["vf_clipfrac"] == 0
+    assert abs(meta["approx_kl_k1"]) < 1e-6 and abs(meta["approx_kl_k3"]) < 1e-6
+    assert all(p.grad is not None for p in policy.parameters()) and critic.head.weight.grad is not None
+
+
+def test_clipped_surrogate_golden_values():
+    advantages = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    ratio = torch.tensor([[1.5, 0.5, 1.5, 0.5]])
+    loss, meta = ppo.compute_ppo_clip_loss(advantages, ratio.log(), torch.zeros(1, 4), cliprange=0.2)
+    # A > 0: the gain is capped at 1.2; A < 0: the loss is capped at -0.8 from below.
+    torch.testing.assert_close(loss, torch.tensor([[-1.2, -0.5, 1.5, 0.8]]), atol=1e-6, rtol=0)
+    assert meta["clipped"].tolist() == [[True, False, False, True]]
+
+
+def test_clipped_value_loss_golden_values():
+    old_values = torch.tensor([0.0, 0.0, 0.0])
+    values = torch.tensor([0.5, 0.1, -0.5])
+    returns = torch.tensor([1.0, 1.0, 1.0])
+    loss, meta = ppo.compute_value_loss(values, old_values, returns, cliprange_value=0.2)
+    # clipped values 0.2, 0.1, -0.2: the larger of the two squared errors wins
+    torch.testing.assert_close(loss, 0.5 * torch.tensor([0.64, 0.81, 2.25]), atol=1e-6, rtol=0)
+    assert meta["clipped"].tolist() == [True, False, False]
+
+
+def test_explained_variance():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    returns = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    assert ppo.explained_variance(returns, returns, mask) == pytest.approx(1.0, abs=1e-6)
+    assert ppo.explained_variance(torch.full_like(returns, 2.0), returns, mask) == pytest.approx(0.0, abs=1e-6)
+    values = torch.tensor([[1.0, 2.0, 2.0, -50.0]])  # residuals 0, 0, 1: variance 2/9 against 2/3
+    assert ppo.explained_variance(values, returns, mask) == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_reward_model_loss_is_softplus_and_shift_invariant():
+    chosen, rejected = torch.tensor([1.0, -0.5, 3.0]), torch.tensor([0.0, 0.5, 3.5])
+    loss = ppo.bradley_terry_loss(chosen, rejected)
+    expected = F.softplus(-(chosen - rejected)).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert loss.item() == pytest.approx(-F.logsigmoid(chosen - rejected).mean().item(), abs=1e-6)
+    assert ppo.bradley_terry_loss(chosen + 7.0, rejected + 7.0).item() == pytest.approx(loss.item(), abs=1e-6)
+
+
+def test_scalar_head_starts_at_zero_and_reads_the_last_token():
+    model, seq, mask = toy_rollout(2)
+    head = ppo.ScalarHead(copy.deepcopy(model))
+    assert (head(seq) == 0).all()
+    with torch.no_grad():
+        head.head.weight.normal_()
+    scores = ppo.sequence_scores(head, seq, 4, mask)
+    last = 4 + mask.sum(1).long() - 1
+    torch.testing.assert_close(scores, head(seq)[torch.arange(len(seq)), last], atol=1e-6, rtol=0)
+    torch.testing.assert_close(scores[:1], head(seq[:1, :last[0] + 1])[:, -1], atol=1e-5, rtol=0)
+
+
+def test_seeded_run_is_deterministic_and_moves_policy_and_critic_not_reference(small_sft, tmp_path):
+    path, _ = small_sft
+    runs = []
+    for name in ("a", "b"):
+        models = {}
+        ppo.train(ppo.Config(**TINY, sft_checkpoint=path, out_dir=str(tmp_path / name)), models)
+        runs.append(models)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert drop(read_csv(tmp_path / "a" / "metrics.csv")) == drop(read_csv(tmp_path / "b" / "metrics.csv"))
+    sft_model, _ = load_checkpoint(path, digits=2)
+    start = sft_model.state_dict()
+    for key, value in start.items():
+        assert torch.equal(runs[0]["reference"].state_dict()[key], value)  # frozen
+        assert torch.equal(runs[0]["policy"].state_dict()[key], runs[1]["policy"].state_dict()[key])
+    assert any(not torch.equal(runs[0]["policy"].state_dict()[k], v) for k, v in start.items())
+    assert any(not torch.equal(runs[0]["critic"].body.state_dict()[k], v) for k, v in start.items())
+    assert runs[0]["critic"].head.weight.abs().sum() > 0
+
+
+def test_one_epoch_one_minibatch_logs_ratio_1_and_no_clipping(small_sft, tmp_path):
+    """Every minibatch is a first minibatch: the logged ratio is 1 and clip fractions 0 at every step."""
+    path, _ = small_sft
+    ppo.train(ppo.Config(**{**TINY, "n_minibatches": 1, "ppo_epochs": 1}, sft_checkpoint=path,
+                         out_dir=str(tmp_path)))
+    for row in read_csv(tmp_path / "metrics.csv"):
+        assert float(row["ratio"]) == pytest.approx(1.0, abs=1e-6)
+        assert float(row["clipfrac"]) == 0 and float(row["vf_clipfrac"]) == 0
+
+
+def test_reward_model_run(small_sft, tmp_path):
+    path, _ = small_sft
+    summary = ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, out_dir=str(tmp_path)))
+    assert 0 <= summary["reward_model_pair_accuracy"] <= 1
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert len(rows) == 3 and all(row["score"] != row["accuracy"] for row in rows)
+
+
+def test_script_writes_outputs(small_sft, tmp_path):
+    path, _ = small_sft
+    args = [f"--{k}={v}" for k, v in TINY.items()] + ["--sft_checkpoint", path, "--out_dir", str(tmp_path)]
+    res = subprocess.run([sys.executable, "ppo.py", *args, "--steps", "2"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "summary.json"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 2 and {"start_accuracy", "final_accuracy", "wall_seconds",
+                                      "final_explained_variance"} <= set(summary)
+    assert len(read_csv(tmp_path / "metrics.csv")) == 2
+    load_checkpoint(str(tmp_path / "model.pt"), digits=2)  # the policy, loadable
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--lam", "1.5"], "--lam"),
+    (["--prompts_per_step", "10", "--n_minibatches", "3"], "not divisible"),
+    (["--reward", "oracle"], "invalid choice"),
+    (["--target_kl", "0"], "--target_kl"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(ppo.Config, args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_script_bad_input_exits_2_without_traceback(tmp_path):
+    for args in (["--no-such-flag"], ["--sft_checkpoint", str(tmp_path / "missing.pt")]):
+        res = subprocess.run([sys.executable, "ppo.py", *args, "--out_dir", str(tmp_path / "out")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, tmp_path):
+    """From the small SFT model, PPO against a learned reward model raises that model's score
+    within a few steps (and so over-optimises it), and the critic learns to predict it.
+
+    Held-out accuracy is not checked here: measured from this 2-layer model, no short PPO run raised
+    it reliably (8 settings of lr, temperature and epochs, 20-30 steps: 0.48 -> 0.10..0.49); the
+    default 3-digit run does (0.41 -> ~0.77, see the README)."""
+    path, _ = small_sft
+    summary = ppo.train(ppo.Config(digits=2, device="cpu", sft_checkpoint=path, reward="model", steps=12,
+                                   prompts_per_step=64, rm_prompts=128, rm_steps=20, rm_batch_size=16, n_test=50,
+                                   eval_every=1000, samples_every=1000, out_dir=str(tmp_path)))
+    rows = read_csv(tmp_path / "metrics.csv")
+    score = [float(r["score"]) for r in rows]
+    # measured: 0.11 -> 0.48 reward-model standard deviations, while true accuracy fell 0.19 -> 0.10
+    assert sum(score[-3:]) / 3 >= sum(score[:3]) / 3 + 0.25, score
+    assert summary["explained_variance_last_10"] > 0.1  # measured 0.55: a learned score is predictable
