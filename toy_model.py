@@ -486,6 +486,9 @@ def _atomic_write(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
