@@ -31,10 +31,11 @@ Departures from the papers:
     groups whose rewards are all equal (`--drop_equal_reward_groups`, no resampling).
   - The prompt set is an infinite generator of fresh problems; the held-out set is never sampled.
 
-Run:   python grpo.py          276 s on a 2-core CPU (0.57 s/step, 480 steps): held-out greedy
-                               accuracy 0.414 -> 0.872 (0.904 at step 400; evaluations swing by
-                               about +-0.05). Needs out/sft/model.pt; sft.py's defaults train it
-                               first if it is missing.
+Run:   python grpo.py          about 4.6 min on a 2-core CPU (0.57 s/step, 480 steps): held-out
+                               greedy accuracy 0.414 -> 0.898 (0.87-0.89 from step 320 on). With
+                               --lr_schedule constant: 0.872 (0.904 at step 400, evaluations
+                               swing by about +-0.05). Needs out/sft/model.pt; sft.py's defaults
+                               train it first if it is missing.
 Sampling is at temperature 0.7 (the SFT model is right on ~5% of its samples at 1.0, on ~17% at
 0.7), and the learning rate is 5e-5 after a 10-step warm-up: four fresh-Adam steps at 1e-4, even
 on SFT demonstrations, take this SFT model from 0.41 to 0.14; at 1e-5 they improve it.
@@ -47,6 +48,7 @@ Outputs: out/grpo/{metrics.csv, curves.png, model.pt, summary.json}. `python grp
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -95,6 +97,7 @@ class Config:
     gradient_accumulation_steps: int = 2  # micro-batches per optimizer step
     lr: float = 5e-5  # AdamW learning rate after the warm-up; 1e-4 wrecks this SFT model
     warmup_steps: int = 10  # linear warm-up from 0 over the first N steps (a fresh Adam is harsh)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # after the warm-up: cosine decay to lr / 10, or constant
     weight_decay: float = 0.0  # AdamW decoupled weight decay (CS336 uses 0)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.98  # AdamW second-moment decay
@@ -299,8 +302,12 @@ def train(cfg: Config) -> dict:
         for step in range(1, cfg.steps + 1):
             # A fresh Adam's first updates are ~lr * sign(gradient) on every weight, and this SFT
             # model is sharp: warm up, and keep the peak lr well below SFT's.
+            lr = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            if cfg.lr_schedule == "cosine" and step > cfg.warmup_steps:
+                progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+                lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+                group["lr"] = lr
             # 1. Rollout: G responses to each of n fresh prompts from the current policy (pi_theta_old).
             t_rollout = time.time()
             problems = task.sample(n_prompts, rng)
