@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 import sft  # only to make the starting checkpoint when there is none (DESIGN allows it)
-from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
+from toy_model import (lr_at, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
                        generate, get_response_log_probs, load_checkpoint, log_generations,
                        masked_normalize, pick_device, require, reward_fn, run_script,
                        save_checkpoint, set_seed, tokenize_prompt_and_output, write_json)
@@ -230,14 +229,6 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
     return (chosen_rewards > rejected_rewards).float().mean().item()
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr / 10 at the last step."""
-    if step <= cfg.warmup_steps:
-        return cfg.lr * step / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
     device = pick_device(cfg.device)
@@ -292,7 +283,7 @@ def train(cfg: Config) -> dict:
             order = torch.from_numpy(rng.permutation(n_pairs)).to(device)
             for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):  # inner loop: minibatches
                 step += 1
-                lr = lr_at(step, cfg)
+                lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # 1. A minibatch of pairs: chosen and rejected rows go through one forward pass.

@@ -49,7 +49,6 @@ Outputs: out/grpo/{metrics.csv, curves.png, model.pt, summary.json}. `python grp
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from typing import Literal
 import torch
 
 import sft  # only to train the starting checkpoint when there is none
-from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
+from toy_model import (lr_at, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
                        generate, get_response_log_probs, load_checkpoint, log_generations,
                        masked_mean, masked_normalize, pick_device, require, reward_fn, run_script,
                        save_checkpoint, set_seed, write_json)
@@ -303,10 +302,7 @@ def train(cfg: Config) -> dict:
         for step in range(1, cfg.steps + 1):
             # A fresh Adam's first updates are ~lr * sign(gradient) on every weight, and this SFT
             # model is sharp: warm up, and keep the peak lr well below SFT's.
-            lr = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-            if cfg.lr_schedule == "cosine" and step > cfg.warmup_steps:
-                progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-                lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+            lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cosine=cfg.lr_schedule == "cosine")
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # 1. Rollout: G responses to each of n fresh prompts from the current policy (pi_theta_old).

@@ -21,14 +21,13 @@ every flag.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
 
 import torch
 
-from toy_model import (GPT, AdditionTask, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
+from toy_model import (lr_at, GPT, AdditionTask, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
                        get_response_log_probs, log_generations, masked_mean, masked_normalize,
                        pick_device, require, run_script, save_checkpoint, set_seed,
                        tokenize_prompt_and_output, write_json)
@@ -94,14 +93,6 @@ def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumula
     return loss, {"per_sequence_nll": per_sequence_nll.detach()}
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr / 10 at the last step."""
-    if step <= cfg.warmup_steps:
-        return cfg.lr * step / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
     device = pick_device(cfg.device)
@@ -126,7 +117,7 @@ def train(cfg: Config) -> dict:
     t0, step, eval_metrics, interrupted = time.time(), 0, start_metrics, False
     try:
         for step in range(1, cfg.steps + 1):
-            lr = lr_at(step, cfg)
+            lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.

@@ -570,6 +570,17 @@ class MetricLog:
         plt.close(fig)
 
 
+def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, cosine: bool = True) -> float:
+    """Linear warm-up to peak_lr over warmup_steps, then cosine decay to peak_lr / 10 at
+    total_steps (or constant, with cosine=False). Steps count from 1."""
+    if step <= warmup_steps:
+        return peak_lr * step / warmup_steps
+    if not cosine:
+        return peak_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def format_step(step: int, total: int, elapsed: float, metrics: dict) -> str:
     """`step 12/300 | loss 0.123 | ... | 0.21 s/step | 1m02s left`: the per-step console line."""
     per_step = elapsed / step

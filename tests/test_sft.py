@@ -53,10 +53,11 @@ def test_accumulation_equals_one_big_batch():
 
 
 def test_lr_schedule():
-    cfg = sft.Config(steps=100, warmup_steps=10, lr=1e-3)
-    assert sft.lr_at(5, cfg) == pytest.approx(5e-4)
-    assert sft.lr_at(10, cfg) == pytest.approx(1e-3)
-    assert sft.lr_at(100, cfg) == pytest.approx(1e-4)
+    from toy_model import lr_at
+    assert lr_at(5, 1e-3, 10, 100) == pytest.approx(5e-4)
+    assert lr_at(10, 1e-3, 10, 100) == pytest.approx(1e-3)
+    assert lr_at(100, 1e-3, 10, 100) == pytest.approx(1e-4)
+    assert lr_at(100, 1e-3, 10, 100, cosine=False) == pytest.approx(1e-3)
 
 
 def test_script_writes_outputs(tmp_path):
