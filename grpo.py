@@ -44,6 +44,8 @@ Variants:  --loss_type {no_baseline, reinforce_with_baseline, grpo_clip, grpo_no
            --no-use_std_normalization  --length_normalization {sequence_mean, constant, token_mean}
            --cliprange_high 0.28  --beta 0.04 --kl_estimator {k1, k3}  --drop_equal_reward_groups
            --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy: the ratio and clip matter)
+           --abstain_reward 0.3 (the answer "?" scores 0.3; `python experiments.py abstain` asks
+           whether GRPO from an SFT model that abstains at random learns when to say "I don't know")
 Outputs: out/grpo/{metrics.csv, curves.png, model.pt, summary.json}. `python grpo.py -h` lists all.
 """
 from __future__ import annotations
@@ -57,8 +59,8 @@ from typing import Literal
 import torch
 
 import sft  # only to train the starting checkpoint when there is none
-from toy_model import (lr_at, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
-                       generate, get_response_log_probs, load_checkpoint, log_generations,
+from toy_model import (peak_rss_mib, lr_at, ABSTENTION, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate,
+                       format_step, generate, get_response_log_probs, load_checkpoint, log_generations,
                        masked_mean, masked_normalize, pick_device, require, reward_fn, run_script,
                        save_checkpoint, set_seed, write_json)
 
@@ -89,6 +91,7 @@ class Config:
     beta: float = 0.0  # weight of the per-token KL penalty to the reference (DeepSeekMath: 0.04)
     kl_estimator: Literal["k1", "k3"] = "k3"  # k1 = log(pi/pi_ref); k3 = r - log r - 1 (DeepSeekMath)
     format_reward_weight: float = 0.0  # reward = r1_zero reward + this x format reward (0: CS336)
+    abstain_reward: float | None = None  # reward for the "?" abstention (None: unformatted, 0)
     drop_equal_reward_groups: bool = False  # skip groups with no reward spread (DAPO dynamic sampling)
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps)
@@ -148,6 +151,8 @@ class Config:
                 "--cliprange_high must be >= --cliprange")
         require(self.beta >= 0 and self.format_reward_weight >= 0,
                 "--beta and --format_reward_weight must be >= 0")
+        require(self.abstain_reward is None or 0 <= self.abstain_reward < 1,
+                "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
         require(self.lr > 0 and self.max_grad_norm > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0,
                 "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
@@ -289,7 +294,7 @@ def train(cfg: Config) -> dict:
     normalize_constant = cfg.normalize_constant or max_new  # Dr. GRPO: a constant, not |o_i|
 
     def scored(response, ground_truth):  # the r1_zero reward, plus optional credit for format
-        r = reward_fn(response, ground_truth)
+        r = reward_fn(response, ground_truth, cfg.abstain_reward)
         return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
     print(f"GRPO ({cfg.loss_type}, {cfg.length_normalization}) on {cfg.digits}-digit addition from "
@@ -388,6 +393,7 @@ def train(cfg: Config) -> dict:
                    "format_reward": reward_meta["format_reward"],
                    "answer_reward": reward_meta["answer_reward"],
                    "zero_spread_fraction": reward_meta["zero_spread_fraction"],
+                   "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
                    "trained_fraction": len(kept) / len(responses), "loss": sums["loss"],
                    "kl": sums["kl"] / n_tok if ref_log_probs is not None else None,
                    "entropy": sums["entropy"] / n_tok, "clip_fraction": sums["clipped"] / n_tok,
@@ -406,6 +412,8 @@ def train(cfg: Config) -> dict:
             shown = {"reward": row["reward"], "format": row["format_reward"],
                      "zero-spread": row["zero_spread_fraction"], "clip": row["clip_fraction"],
                      "entropy": row["entropy"], "len": row["response_len"]}
+            if cfg.abstain_reward is not None:
+                shown["abstain"] = row["abstain_rate"]
             if row["kl"] is not None:
                 shown["KL"] = row["kl"]
             if is_eval:
@@ -426,7 +434,7 @@ def train(cfg: Config) -> dict:
     summary = {"algorithm": "grpo", "start_accuracy": start_metrics["accuracy"],
                "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
                "final_eos_rate": eval_metrics["eos_rate"], "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "seconds_per_step": round(wall / max(1, len(log.rows)), 3),
+               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()), "seconds_per_step": round(wall / max(1, len(log.rows)), 3),
                "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
     log_generations(samples, title="final held-out samples (greedy)")
     save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), policy, cfg.digits, dataclasses.asdict(cfg))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from toy_model import (lr_at, GPT, AdditionTask, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
+from toy_model import (peak_rss_mib, lr_at, GPT, AdditionTask, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
                        get_response_log_probs, log_generations, masked_mean, masked_normalize,
                        pick_device, require, run_script, save_checkpoint, set_seed,
                        tokenize_prompt_and_output, write_json)
@@ -38,6 +38,7 @@ class Config:
     # --- task ---
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
+    abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention, at random
     # --- model ---
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
@@ -77,6 +78,16 @@ class Config:
                 "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
         require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
                 "--n_test, --eval_every and --samples_every must be >= 1")
+        require(0 <= self.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
+
+
+def demonstrations(problems, abstain_fraction, rng) -> list[str]:
+    """The SFT targets: each problem's scratchpad demonstration, or, with probability
+    abstain_fraction, the abstention "?". The choice is a coin flip, not a judgement of what the
+    model can do: a demonstrator cannot know that. Fraction 0 draws nothing from rng."""
+    if abstain_fraction == 0:
+        return [p.demonstration for p in problems]
+    return [p.abstention if rng.random() < abstain_fraction else p.demonstration for p in problems]
 
 
 def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps,
@@ -122,12 +133,13 @@ def train(cfg: Config) -> dict:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.
             problems = task.sample(cfg.batch_size, rng)
+            targets = demonstrations(problems, cfg.abstain_fraction, rng)
             nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
             # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
             for i in range(0, cfg.batch_size, micro_size):
                 chunk = problems[i:i + micro_size]
-                batch = tokenize_prompt_and_output([p.prompt for p in chunk],
-                                                   [p.demonstration for p in chunk], tokenizer)
+                batch = tokenize_prompt_and_output([p.prompt for p in chunk], targets[i:i + micro_size],
+                                                   tokenizer)
                 input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
                 response_mask = batch["response_mask"].to(device)  # (B, T)
                 out = get_response_log_probs(model, input_ids, labels, return_token_entropy=True)
@@ -152,6 +164,8 @@ def train(cfg: Config) -> dict:
             shown = {"nll/token": row["nll_per_token"], "entropy": row["entropy"], "grad": grad_norm}
             if "eval_accuracy" in row:
                 shown.update({"held-out acc": row["eval_accuracy"], "format": row["eval_format_rate"]})
+                if cfg.abstain_fraction > 0:
+                    shown["abstain"] = row["eval_abstain_rate"]
             print(format_step(step, cfg.steps, row["seconds"], shown))
             if step % cfg.samples_every == 0:
                 log_generations(samples, title=f"held-out samples at step {step}")
@@ -165,7 +179,7 @@ def train(cfg: Config) -> dict:
     summary = {"algorithm": "sft", "start_accuracy": start_metrics["accuracy"],
                "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
                "final_eos_rate": eval_metrics["eos_rate"], "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "interrupted": interrupted,
+               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()), "interrupted": interrupted,
                "device": str(device), "config": dataclasses.asdict(cfg)}
     log_generations(samples, title="final held-out samples")
     save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), model, cfg.digits, dataclasses.asdict(cfg))

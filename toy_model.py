@@ -74,6 +74,10 @@ class Problem:
             carry = total // 10
         return f"<think>{','.join(steps)}</think><answer>{self.answer}</answer>{EOS}"
 
+    @property
+    def abstention(self) -> str:  # "I don't know": no scratchpad, answer "?" (see reward_fn)
+        return ABSTENTION
+
 
 class AdditionTask:
     """d-digit addition with a fixed held-out test set that training never samples.
@@ -107,12 +111,19 @@ class AdditionTask:
 
 
 RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|endoftext\|>")
+# The one response that abstains. Its first token after <think> is "?": the model decides to
+# abstain from the problem alone, before computing anything.
+ABSTENTION = "<think>?</think><answer>?</answer><|endoftext|>"
 
 
-def reward_fn(response: str, ground_truth: str) -> dict[str, float]:
+def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = None) -> dict[str, float]:
     """CS336's r1_zero convention, {"reward", "format_reward", "answer_reward"}: unformatted
     gives 0, 0, 0; formatted but wrong 0, 1, 0; correct 1, 1, 1. Formatted means the whole response is
-    <think>scratchpad</think><answer>digits</answer> followed by end-of-text and nothing else."""
+    <think>scratchpad</think><answer>digits</answer> followed by end-of-text and nothing else.
+    With abstain_reward set (not in CS336), the ABSTENTION response counts as formatted and scores
+    abstain_reward, 1, 0; without it, it is unformatted like any other stray text."""
+    if abstain_reward is not None and response == ABSTENTION:
+        return {"reward": float(abstain_reward), "format_reward": 1.0, "answer_reward": 0.0}
     match = RESPONSE_RE.fullmatch(response)
     if match is None:
         return {"reward": 0.0, "format_reward": 0.0, "answer_reward": 0.0}
@@ -250,14 +261,15 @@ class GPT(nn.Module):
 @torch.inference_mode()
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int,
              num_samples: int = 1, temperature: float = 1.0, min_new_tokens: int = 0,
-             use_cache: bool = True):
+             use_cache: bool = True, suppress_ids: tuple[int, ...] = ()):
     """Sample num_samples completions of each prompt.
 
     prompt_ids: (N, P), all prompts the same length. Returns (response_ids, response_mask), both
     (N * num_samples, T) with T <= max_new_tokens, completions of prompt i in rows
     i*num_samples ... (i+1)*num_samples - 1. The mask covers every sampled token up to and
     including end-of-text; after it the ids are padding and the mask is 0. temperature 0 is
-    greedy. End-of-text is suppressed for the first min_new_tokens tokens.
+    greedy. End-of-text is suppressed for the first min_new_tokens tokens, the tokens in
+    suppress_ids at every step (e.g. "?": what would the model answer if it could not abstain?).
     """
     was_training = model.training
     model.eval()
@@ -274,6 +286,8 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
     for t in range(max_new_tokens):
         if t < min_new_tokens:
             logits[:, eos_id] = -float("inf")
+        if suppress_ids:
+            logits[:, list(suppress_ids)] = -float("inf")
         if temperature == 0:
             next_id = logits.argmax(dim=-1)
         else:
@@ -358,7 +372,7 @@ def masked_mean(tensor, mask, dim=None):
 # ----------------------------------------------------------------------------------------------
 def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_tokens: int,
              batch_size: int = 512) -> tuple[dict, list[dict]]:
-    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format and
+    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention and
     end-of-text rates, mean response length over all, correct and incorrect answers, and the
     policy's mean token entropy on its own responses; samples hold each prompt, response, reward."""
     device = next(model.parameters()).device
@@ -386,6 +400,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_
     metrics = {
         "accuracy": len(correct) / len(samples),
         "format_rate": mean([s["format_reward"] for s in samples]),
+        "abstain_rate": mean([float(s["response"] == ABSTENTION) for s in samples]),
         "eos_rate": mean([float(s["eos"]) for s in samples]),
         "response_len": mean([s["length"] for s in samples]),
         "response_len_correct": mean([s["length"] for s in correct]),
@@ -471,6 +486,16 @@ def pick_device(name: str) -> torch.device:
     require(name in ("cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps, not {name!r}")
     require(name != "cuda" or torch.cuda.is_available(), "--device cuda: no CUDA device found")
     return torch.device(name)
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB (Linux VmHWM; elsewhere ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource, sys
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 1024)
 
 
 def set_seed(seed: int) -> np.random.Generator:

@@ -310,6 +310,31 @@ def test_learning(default_sft, tmp_path):
     assert summary["final_accuracy"] >= summary["start_accuracy"] + 0.08, summary
 
 
+def test_abstain_reward_reaches_the_reward(small_sft, tmp_path, monkeypatch):
+    """--abstain_reward parses ("none" is the default None) and a run scores with it."""
+    assert parse_config(Config, ["--abstain_reward", "0.3"]).abstain_reward == 0.3
+    assert parse_config(Config, ["--abstain_reward", "none"]).abstain_reward is None
+    assert Config().abstain_reward is None
+    seen, real_reward_fn = [], grpo.reward_fn
+
+    def spy(response, ground_truth, abstain_reward=None):
+        seen.append(abstain_reward)
+        return real_reward_fn(response, ground_truth, abstain_reward)
+
+    monkeypatch.setattr(grpo, "reward_fn", spy)
+    grpo.train(small_config(small_sft[0], tmp_path, steps=1, abstain_reward=0.3))
+    assert len(seen) == 32 and set(seen) == {0.3}
+    header = open(tmp_path / "metrics.csv").readline().strip().split(",")
+    assert "abstain_rate" in header
+    from toy_model import ABSTENTION
+    adv, raw, _ = compute_group_normalized_rewards(
+        lambda r, g: real_reward_fn(r, g, 0.3), [ABSTENTION, "<think></think><answer>12</answer><|endoftext|>",
+                                                 "<think></think><answer>13</answer><|endoftext|>", ABSTENTION],
+        ["12"] * 4, 4, 1e-6, False)
+    assert raw.tolist() == pytest.approx([0.3, 1.0, 0.0, 0.3])
+    assert adv.tolist() == pytest.approx([-0.1, 0.6, -0.4, -0.1])
+
+
 # ---- the command line ------------------------------------------------------------------------
 def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, os.path.join(ROOT, "grpo.py"), *args], cwd=cwd,
@@ -340,7 +365,8 @@ def test_cli_bad_input_exits_2_in_one_line(args, tmp_path):
                                   ["--train_batch_size", "4"], ["--group_size", "1"], ["--cliprange", "1.5"],
                                   ["--cliprange_high", "0.1"], ["--temperature", "0"], ["--loss_type", "ppo"],
                                   ["--min_new_tokens", "9", "--max_new_tokens", "8"], ["--beta", "-1"],
-                                  ["--advantage_eps", "0"], ["--steps", "0"], ["--lr", "0"]])
+                                  ["--advantage_eps", "0"], ["--steps", "0"], ["--lr", "0"],
+                                  ["--abstain_reward", "1"], ["--abstain_reward", "-0.1"]])
 def test_bad_values_are_one_line_errors(args, capsys):
     with pytest.raises(SystemExit) as e:
         parse_config(Config, args)

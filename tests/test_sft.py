@@ -82,6 +82,7 @@ def test_help_lists_every_field():
     (["--steps", "abc"], "invalid int value"),
     (["--batch_size", "10", "--gradient_accumulation_steps", "3"], "not divisible"),
     (["--d_model", "30", "--n_head", "4"], "--d_model"),
+    (["--abstain_fraction", "1"], "--abstain_fraction"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     res = run(*args, "--out_dir", str(tmp_path / "out"))
@@ -102,6 +103,33 @@ def test_seeded_runs_are_identical(tmp_path):
             return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
     assert metrics("a") == metrics("b")
     assert [r["nll_per_token"] for r in metrics("a")] != [r["nll_per_token"] for r in metrics("c")]
+
+
+def test_abstain_fraction_replaces_a_random_share_of_demonstrations():
+    import numpy as np
+    from toy_model import ABSTENTION, AdditionTask
+    problems = AdditionTask(3).sample(2000, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    assert sft.demonstrations(problems, 0.0, rng) == [p.demonstration for p in problems]
+    assert rng.random() == np.random.default_rng(1).random()  # fraction 0 draws nothing
+    targets = sft.demonstrations(problems, 0.3, np.random.default_rng(2))
+    assert targets == sft.demonstrations(problems, 0.3, np.random.default_rng(2))  # seeded
+    abstained = [t == ABSTENTION for t in targets]
+    assert 0.27 <= sum(abstained) / len(problems) <= 0.33
+    assert all(t == p.demonstration for t, p, a in zip(targets, problems, abstained) if not a)
+
+
+def test_abstain_fraction_run_logs_abstention(tmp_path):
+    cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=2, device="cpu", n_test=20,
+               eval_every=2, samples_every=100)
+    sft.train(sft.Config(**cfg, abstain_fraction=0.5, out_dir=str(tmp_path / "a")))
+    sft.train(sft.Config(**cfg, out_dir=str(tmp_path / "b")))
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        a = list(csv.DictReader(f))
+    with open(tmp_path / "b" / "metrics.csv") as f:
+        b = list(csv.DictReader(f))
+    assert 0 <= float(a[-1]["eval_abstain_rate"]) <= 1
+    assert a[0]["nll_per_token"] != b[0]["nll_per_token"]  # the abstentions changed the targets
 
 
 def test_sft_learns(small_sft):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toy_model import (EOS, GPT, AdditionTask, GPTConfig, MetricLog, Problem, Tokenizer, UserError,
+from toy_model import (ABSTENTION, EOS, GPT, AdditionTask, GPTConfig, MetricLog, Problem, Tokenizer, UserError,
                        compute_entropy, encode_prompts, evaluate, generate, get_response_log_probs,
                        load_checkpoint, masked_mean, masked_normalize, reward_fn, save_checkpoint,
                        tokenize_prompt_and_output)
@@ -42,6 +42,21 @@ def test_reward_fn_each_case():
     assert reward_fn(right + "1", "15") == zero  # text after end-of-text
     assert reward_fn("<think></think><answer></answer>" + EOS, "15") == zero  # empty answer
     assert reward_fn("<think>1</think><answer>015</answer>" + EOS, "15")["answer_reward"] == 0.0
+
+
+def test_reward_fn_abstention():
+    right = "<think>7+8+0=15</think><answer>15</answer>" + EOS
+    wrong = "<think>7+8+0=15</think><answer>16</answer>" + EOS
+    zero = {"reward": 0.0, "format_reward": 0.0, "answer_reward": 0.0}
+    assert Problem(357, 68, 3).abstention == ABSTENTION == "<think>?</think><answer>?</answer>" + EOS
+    assert len(TOK.encode(ABSTENTION)) == 7
+    assert reward_fn(ABSTENTION, "15") == zero  # the CS336 call: "?" is no answer at all
+    assert reward_fn(ABSTENTION, "15", abstain_reward=0.25) == {
+        "reward": 0.25, "format_reward": 1.0, "answer_reward": 0.0}
+    assert reward_fn(ABSTENTION, "15", abstain_reward=0) == {"reward": 0.0, "format_reward": 1.0, "answer_reward": 0.0}
+    for response in (right, wrong, "<think>1</think><answer>?</answer>" + EOS, ABSTENTION[:-len(EOS)]):
+        assert reward_fn(response, "15", abstain_reward=0.25) == reward_fn(response, "15")
+    assert reward_fn("<think>1</think><answer>?</answer>" + EOS, "15", abstain_reward=0.25) == zero
 
 
 def test_heldout_never_sampled_and_deterministic():
@@ -138,6 +153,20 @@ def test_min_new_tokens_suppresses_end_of_text():
     prompt = encode_prompts(TOK, ["12+34="], "cpu")
     ids, mask = generate(model, prompt, 8, TOK.eos_id, TOK.pad_id, num_samples=4, min_new_tokens=8)
     assert ids.shape == (4, 8) and mask.sum().item() == 32 and (ids != TOK.eos_id).all()
+
+
+def test_suppress_ids_forbids_tokens_at_every_step():
+    model = tiny_model()
+    bias = torch.zeros(TOK.n_vocab)
+    question_mark = TOK.encode("?")[0]
+    bias[question_mark] = 20.0
+    model.head.register_forward_hook(lambda m, i, out: out + bias)
+    prompt = encode_prompts(TOK, ["12+34="], "cpu")
+    ids, _ = generate(model, prompt, 8, TOK.eos_id, TOK.pad_id, temperature=0.0)
+    assert (ids == question_mark).all()
+    ids, _ = generate(model, prompt, 8, TOK.eos_id, TOK.pad_id, num_samples=4,
+                      suppress_ids=(question_mark,))
+    assert not (ids == question_mark).any()
 
 
 # ---- CS336 helpers ----------------------------------------------------------------------------

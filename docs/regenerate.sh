@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerates every figure under docs/: the curves of each script's default run, then every
+# experiment. Run from anywhere: `bash docs/regenerate.sh` (about 45 minutes on a 2-core CPU), or
+# `bash docs/regenerate.sh defaults` for the default runs' curves only (about 12 minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python sft.py && cp out/sft/curves.png docs/sft_curves.png
+python grpo.py && cp out/grpo/curves.png docs/grpo_curves.png
+python dpo.py && cp out/dpo/curves.png docs/dpo_curves.png
+python ppo.py && cp out/ppo/curves.png docs/ppo_curves.png
+
+
+if [ "${1:-all}" != "defaults" ]; then
+    for name in $(python experiments.py --list | cut -d' ' -f1); do
+        python experiments.py "$name"  # writes docs/exp_$name.png
+    done
+fi

@@ -1,0 +1,39 @@
+"""bench.py --quick runs and writes its JSON with every field the README and the issue name."""
+import json
+import math
+import subprocess
+import sys
+
+from conftest import ROOT
+
+# The issue's keys (a dot is a nested object) and a few more; script names keep their ".py".
+KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation", "uncached", "tokens_per_s"),
+        ("generation", "cache_speedup"), ("grpo_step", "s_per_step"), ("grpo_step", "tokens_per_s"),
+        ("grpo_step", "peak_fraction"), ("grpo_step", "peak_rss_mib"), ("ppo_step", "s_per_step"),
+        ("ppo_step", "peak_fraction"), ("sft_step", "tokens_per_s"), ("sft_step", "peak_fraction"),
+        ("scripts", "grpo.py", "model_fraction"), ("scripts", "ppo.py", "model_fraction"),
+        ("scripts", "dpo.py", "model_fraction")]
+
+
+def test_quick_bench_writes_every_field(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    for key in KEYS:
+        value = results
+        for part in key:
+            value = value[part]
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+    for name in ("grpo.py", "ppo.py", "dpo.py"):
+        assert 0 < results["scripts"][name]["model_fraction"] <= 1
+    assert results["generation"]["cache_speedup"] > 1  # the KV cache must not be slower on a CPU
+    assert "matmul peak" in proc.stdout and "cache is" in proc.stdout
+
+
+def test_bad_flag_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "bench.py", "--threads", "0", "--out", str(tmp_path / "b.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "b.json").exists()

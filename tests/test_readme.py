@@ -1,0 +1,296 @@
+"""README.md cannot rot silently.
+
+1. Every code link, written as `NAME` [FILE.py#Lx-Ly](FILE.py#Lx-Ly), points at an existing file
+   and line range, and NAME lies inside that range: for a function or class defined in FILE its
+   `def`/`class` line, otherwise the backticked code itself.
+2. Every command in the README's code (fenced blocks and inline spans) that runs a script,
+   `python X.py ...`, parses with that script's own parser, and nothing runs: a misspelt,
+   abbreviated or out-of-range flag fails. sft/grpo/dpo/ppo/bench go through
+   `toy_model.parse_config(module.Config, argv)`; gae.py and experiments.py through the argparse
+   parser their `main` builds, stopped right after parsing.
+3. Every in-page anchor (#section) names a heading, and every image exists.
+
+When code moves, `python tests/test_readme.py --fix` rewrites the line numbers of the links it can
+place again (a def's whole extent; a quoted line, the occurrence nearest to where it was) and
+lists the ones left to fix by hand.
+"""
+import argparse
+import ast
+import contextlib
+import dataclasses
+import importlib
+import io
+import os
+import re
+import shlex
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+sys.path.insert(0, ROOT)
+
+LINK = re.compile(r"\[([^\]]*)\]\(([\w./-]+\.py)#L(\d+)(?:-L(\d+))?\)")
+NAME_BEFORE = re.compile(r"`([^`]+)`\s*$")  # the backticked name just before a link
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def read_readme() -> str:
+    with open(README) as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------------------------- code links
+def source_lines(path: str) -> list[str]:
+    with open(os.path.join(ROOT, path)) as f:
+        return f.read().splitlines()
+
+
+def definitions(path: str) -> dict[str, list[tuple[int, int, int]]]:
+    """name -> [(first line incl. decorators, `def`/`class` line, last line)] for every def in path."""
+    found: dict[str, list[tuple[int, int, int]]] = {}
+    for node in ast.walk(ast.parse("\n".join(source_lines(path)))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found.setdefault(node.name, []).append((start, node.lineno, node.end_lineno))
+    return found
+
+
+def occurrences(name: str, lines: list[str]) -> list[int]:
+    """1-based lines that hold `name` (as a word if it is an identifier)."""
+    pattern = re.compile(rf"\b{re.escape(name)}\b") if IDENTIFIER.fullmatch(name) else None
+    return [i for i, line in enumerate(lines, 1) if (pattern.search(line) if pattern else name in line)]
+
+
+def code_links(text: str):
+    """(README line, name or None, file, start, end, link match) for every FILE.py#L link."""
+    for number, line in enumerate(text.splitlines(), 1):
+        for m in LINK.finditer(line):
+            before = NAME_BEFORE.search(line[:m.start()])
+            start = int(m.group(3))
+            end = int(m.group(4)) if m.group(4) else start
+            yield number, before.group(1) if before else None, m.group(2), start, end, m
+
+
+def link_problems(text: str) -> list[str]:
+    """Everything wrong with the README's code links, one message each."""
+    problems = []
+    for number, name, path, start, end, m in code_links(text):
+        where = f"README.md line {number}, {m.group(0)}"
+        target = f"{path}#L{start}" + (f"-L{end}" if m.group(4) else "")
+        if m.group(1) != target:
+            problems.append(f"{where}: the link text should be its target, {target}")
+        if name is None:
+            problems.append(f"{where}: no `name` in backticks just before the link")
+            continue
+        if not os.path.isfile(os.path.join(ROOT, path)):
+            problems.append(f"{where}: {path} does not exist")
+            continue
+        lines = source_lines(path)
+        if not 1 <= start <= end <= len(lines):
+            problems.append(f"{where}: lines {start}-{end} are outside {path} (1-{len(lines)})")
+            continue
+        defs = definitions(path).get(name)
+        if defs:  # a function or class: its def line must be in the range
+            if not any(start <= def_line <= end for _, def_line, _ in defs):
+                places = ", ".join(f"{path}#L{a}-L{b}" for a, _, b in defs)
+                problems.append(f"{where}: `def {name}` is not in lines {start}-{end}; it is at {places}")
+        elif not [i for i in occurrences(name, lines) if start <= i <= end]:
+            places = ", ".join(f"L{i}" for i in occurrences(name, lines)) or "nowhere"
+            problems.append(f"{where}: `{name}` is not in lines {start}-{end} of {path}; it is at {places}")
+    return problems
+
+
+def test_code_links_point_at_their_code():
+    text = read_readme()
+    assert list(code_links(text)), "README.md has no code links: did the pattern change?"
+    problems = link_problems(text)
+    assert not problems, ("stale code links (`python tests/test_readme.py --fix` repairs most):\n"
+                          + "\n".join(problems))
+
+
+def test_link_check_catches_a_stale_link():
+    assert link_problems("`compute_grpo_clip_loss` [grpo.py#L1-L3](grpo.py#L1-L3)")
+    assert link_problems("`no_such_code_anywhere` [grpo.py#L1](grpo.py#L1)")
+    assert link_problems("[grpo.py#L1](grpo.py#L1)")  # no name next to it
+    assert link_problems("`x` [nope.py#L1](nope.py#L1)")
+
+
+def fix_links(text: str) -> tuple[str, list[str]]:
+    """Re-place every link: a def's whole extent; a single quoted line, nearest to where it was."""
+    notes = []
+
+    def replace(m):
+        before = NAME_BEFORE.search(m.string[:m.start()])
+        path, start = m.group(2), int(m.group(3))
+        end = int(m.group(4)) if m.group(4) else start
+        if before is None or not os.path.isfile(os.path.join(ROOT, path)):
+            notes.append(f"by hand: {m.group(0)}")
+            return m.group(0)
+        name, lines = before.group(1), source_lines(path)
+        defs = definitions(path).get(name)
+        if defs:
+            a, _, b = min(defs, key=lambda d: abs(d[0] - start))
+        elif start == end and occurrences(name, lines):
+            a = b = min(occurrences(name, lines), key=lambda i: abs(i - start))
+        else:
+            if not [i for i in occurrences(name, lines) if start <= i <= end]:
+                notes.append(f"by hand: `{name}` {m.group(0)}")
+            return m.group(0)
+        target = f"{path}#L{a}" + (f"-L{b}" if b != a else "")
+        if (a, b) != (start, end):
+            old = f"{path}#L{start}" + (f"-L{end}" if end != start else "")
+            notes.append(f"moved: `{name}` {old} -> {target}")
+        return f"[{target}]({target})"
+
+    fixed = "\n".join(LINK.sub(replace, line) for line in text.split("\n"))
+    return fixed, notes
+
+
+# ---------------------------------------------------------------------------------- commands
+def code_spans(text: str) -> list[tuple[int, str]]:
+    """(README line, code) for every fenced block (one line per entry) and inline code span."""
+    spans, fenced, inline_text = [], False, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            spans.append((number, line))
+        else:
+            spans += [(number, s) for s in re.findall(r"`([^`]+)`", line)]
+    # join fenced lines continued with a backslash
+    joined = []
+    for number, code in spans:
+        if joined and joined[-1][1].endswith("\\"):
+            joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + code)
+        else:
+            joined.append((number, code))
+    return joined
+
+
+def script_commands(text: str) -> list[tuple[int, str, list[str]]]:
+    """(README line, script, argv) for every `python X.py ...` in the README's code."""
+    commands = []
+    for number, code in code_spans(text):
+        for part in re.split(r"&&|\|\||;|\|", code):
+            try:
+                words = shlex.split(part, comments=True)
+            except ValueError:
+                continue
+            while words and (re.fullmatch(r"\w+=\S*", words[0]) or words[0] == "env"):
+                words = words[1:]  # environment variables before the command
+            if len(words) >= 2 and words[0] in ("python", "python3") and words[1].endswith(".py"):
+                commands.append((number, words[1], words[2:]))
+    return commands
+
+
+class _Parsed(Exception):
+    """Raised by the patched parse_args to stop a script's main right after parsing."""
+
+
+def check_command(script: str, argv: list[str]) -> None:
+    """Parse argv with the script's own parser without running anything; AssertionError if it fails."""
+    path = os.path.join(ROOT, script)
+    if script == "bench.py" and not os.path.exists(path):
+        pytest.skip("bench.py does not exist yet: its README commands cannot be checked")
+    assert os.path.isfile(path), f"{script} does not exist"
+    if os.path.abspath(path) == os.path.abspath(__file__):
+        assert argv == ["--fix"], f"python {script} takes only --fix"
+        return
+    module = importlib.import_module(script[:-3])
+    uses_config = dataclasses.is_dataclass(getattr(module, "Config", None))
+    # Only scripts whose main builds an argparse parser first may be called: anything else would run.
+    assert uses_config or script in ("gae.py", "experiments.py"), \
+        f"{script}: no Config dataclass; teach tests/test_readme.py how to parse its flags"
+    parsers, original = [], argparse.ArgumentParser.parse_args
+
+    def parse_args(self, args=None, namespace=None):
+        parsers.append(self)
+        parsed = original(self, args, namespace)
+        if not uses_config:
+            raise _Parsed(parsed)  # gae.main, experiments.main: stop before they run
+        return parsed
+
+    out, namespace = io.StringIO(), None
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    argparse.ArgumentParser.parse_args = parse_args
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            if uses_config:
+                import toy_model
+                toy_model.parse_config(module.Config, list(argv))
+            else:
+                module.main(list(argv))
+    except _Parsed as done:
+        namespace = done.args[0]
+    except SystemExit as e:
+        assert e.code == 0 and wants_help, f"python {script} {' '.join(argv)}: {out.getvalue().strip()}"
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    assert parsers, f"{script} never parsed its arguments"
+    known = parsers[-1]._option_string_actions
+    for word in argv:  # argparse accepts unambiguous abbreviations: the README must spell flags out
+        flag = word.split("=", 1)[0]
+        if word.startswith("-") and not re.fullmatch(r"-\d.*", word):
+            assert flag in known, f"python {script} {' '.join(argv)}: {flag} is not a flag of {script}"
+    if script == "experiments.py" and namespace is not None and namespace.name is not None:
+        assert namespace.name in module.EXPERIMENTS, f"{namespace.name} is not in experiments.EXPERIMENTS"
+
+
+COMMANDS = script_commands(read_readme())
+
+
+def test_readme_has_commands():
+    assert {script for _, script, _ in COMMANDS} >= {"sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py"}
+
+
+@pytest.mark.parametrize("script, argv", [(s, a) for _, s, a in COMMANDS],
+                         ids=[f"L{n}: python {s} {' '.join(a)}".strip() for n, s, a in COMMANDS])
+def test_readme_command_parses(script, argv):
+    check_command(script, argv)
+
+
+@pytest.mark.parametrize("command", [
+    "python sft.py --stesp 300",                  # misspelt
+    "python sft.py --step 300",                   # abbreviated: argparse would accept it
+    "python grpo.py --lr_schedul constant",
+    "python grpo.py --cliprange_high 0.1",        # out of range: below --cliprange
+    "python dpo.py --nll_weight -1",
+    "python ppo.py --no-whiten_advantage",
+    "python gae.py --episode 200",
+    "python experiments.py no_such_experiment",
+    "python experiments.py --lsit",
+])
+def test_command_check_catches_a_bad_command(command):
+    (_, script, argv), = script_commands(f"`{command}`")
+    with pytest.raises(AssertionError):
+        check_command(script, argv)
+
+
+# ---------------------------------------------------------------------------------- anchors
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_anchors_and_images_exist():
+    text = read_readme()
+    headings = {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in headings, f"#{anchor} names no heading of README.md"
+    for image in re.findall(r"!\[[^\]]*\]\(([^)#]+)\)", text):
+        assert os.path.isfile(os.path.join(ROOT, image)), f"image {image} does not exist"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--fix"]:
+        sys.exit("usage: python tests/test_readme.py --fix   (rewrites README.md's code-link line numbers)")
+    fixed, notes = fix_links(read_readme())
+    with open(README, "w") as f:
+        f.write(fixed)
+    print("\n".join(notes) or "all code links already point at their code")
+    left = link_problems(fixed)
+    print("\n".join(["still wrong:"] + left) if left else "README.md code links are all valid")
+    sys.exit(1 if left else 0)
