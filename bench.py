@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from gae import gae_advantages, whiten
 from ppo import ScalarHead
-from toy_model import (GPT, peak_rss_mib, AdditionTask, GPTConfig, Tokenizer, encode_prompts, generate,
-                       get_response_log_probs, masked_mean, require, run_script, tokenize_prompt_and_output,
-                       write_json)
+from toy_model import (AdditionTask, GPT, GPTConfig, Tokenizer, encode_prompts, generate,
+                       get_response_log_probs, masked_mean, peak_rss_mib, require, run_script,
+                       tokenize_prompt_and_output, write_json)
 
 
 @dataclass
@@ -171,7 +171,8 @@ def main(cfg: Config):
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
     tok, task = Tokenizer(), AdditionTask(3)
-    model = GPT(GPTConfig(vocab_size=tok.n_vocab, max_seq_len=max(task.max_seq_len, task.prompt_len + cfg.new_tokens))).to(device)
+    max_seq_len = max(task.max_seq_len, task.prompt_len + cfg.new_tokens)
+    model = GPT(GPTConfig(vocab_size=tok.n_vocab, max_seq_len=max_seq_len)).to(device)
     n_flop_params = sum(p.numel() for n, p in model.named_parameters() if "emb" not in n) \
         + model.head.weight.numel()  # head is tied to the embedding, but it is a matmul per token
     B, P, T = cfg.prompts * cfg.group_size, task.prompt_len, cfg.new_tokens

@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 
 import sft  # only to make the starting checkpoint when there is none (DESIGN allows it)
-from toy_model import (peak_rss_mib, lr_at, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
-                       generate, get_response_log_probs, load_checkpoint, log_generations,
-                       masked_normalize, pick_device, require, reward_fn, run_script,
-                       save_checkpoint, set_seed, tokenize_prompt_and_output, write_json)
+from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step, generate,
+                       get_response_log_probs, load_checkpoint, log_generations, lr_at, masked_normalize,
+                       peak_rss_mib, pick_device, require, reward_fn, run_script, save_checkpoint, set_seed,
+                       tokenize_prompt_and_output, write_json)
 
 
 @dataclass
@@ -345,7 +345,8 @@ def train(cfg: Config) -> dict:
                "steps": len(log.rows), "epochs": len(log.rows) * cfg.batch_size / n_pairs,
                "train_pairs": n_pairs, "heldout_pairs": len(test_pairs),
                "train_preference_set": train_stats, "heldout_preference_set": test_stats,
-               "build_seconds": round(build_seconds, 2), "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()),
+               "build_seconds": round(build_seconds, 2), "wall_seconds": round(wall, 2),
+               "peak_rss_mib": round(peak_rss_mib()),
                "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
     log_generations(samples, title="final held-out samples")
     save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), policy, cfg.digits, dataclasses.asdict(cfg))

@@ -220,7 +220,8 @@ def kl_beta(args) -> dict:
     and so, past some point, does accuracy."""
     import grpo
     betas = (0.0, 1.0, 10.0)  # 0.04 (DeepSeekMath) barely differs from 0 on this task
-    runs = {beta: train_script(grpo, args, f"kl_beta/beta_{beta:g}", **{**GRPO_RUN, "steps": 100}, beta=beta) for beta in betas}
+    runs = {beta: train_script(grpo, args, f"kl_beta/beta_{beta:g}", **{**GRPO_RUN, "steps": 100}, beta=beta)
+            for beta in betas}
     fig, (acc, kl, tradeoff) = new_figure(3, "GRPO with a KL penalty (k3, per token) of weight beta")
     results = {}
     for beta, rows in runs.items():
@@ -307,7 +308,8 @@ def dpo_nll(args) -> dict:
         results[f"nll_{weight:g}"] = {
             "final_accuracy": last(rows, "eval_accuracy"),
             "final_preference_accuracy": last(rows, "eval_preference_accuracy"),
-            "logps_chosen_first_10": sum(chosen[:10]) / len(chosen[:10]), "logps_chosen_last_10": last(rows, "logps/chosen", 10),
+            "logps_chosen_first_10": sum(chosen[:10]) / len(chosen[:10]),
+            "logps_chosen_last_10": last(rows, "logps/chosen", 10),
             "logps_rejected_first_10": sum(rejected[:10]) / len(rejected[:10]),
             "logps_rejected_last_10": last(rows, "logps/rejected", 10)}
     logps.set_title("summed response log-probs (10-step mean)")

@@ -59,9 +59,9 @@ from typing import Literal
 import torch
 
 import sft  # only to train the starting checkpoint when there is none
-from toy_model import (peak_rss_mib, lr_at, ABSTENTION, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate,
-                       format_step, generate, get_response_log_probs, load_checkpoint, log_generations,
-                       masked_mean, masked_normalize, pick_device, require, reward_fn, run_script,
+from toy_model import (ABSTENTION, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
+                       generate, get_response_log_probs, load_checkpoint, log_generations, lr_at, masked_mean,
+                       masked_normalize, peak_rss_mib, pick_device, require, reward_fn, run_script,
                        save_checkpoint, set_seed, write_json)
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip")
@@ -434,7 +434,8 @@ def train(cfg: Config) -> dict:
     summary = {"algorithm": "grpo", "start_accuracy": start_metrics["accuracy"],
                "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
                "final_eos_rate": eval_metrics["eos_rate"], "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()), "seconds_per_step": round(wall / max(1, len(log.rows)), 3),
+               "wall_seconds": round(wall, 2), "seconds_per_step": round(wall / max(1, len(log.rows)), 3),
+               "peak_rss_mib": round(peak_rss_mib()),
                "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
     log_generations(samples, title="final held-out samples (greedy)")
     save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), policy, cfg.digits, dataclasses.asdict(cfg))

@@ -70,9 +70,9 @@ import torch.nn.functional as F
 
 import sft  # only to train the starting checkpoint when there is none
 from gae import gae_advantages, whiten
-from toy_model import (peak_rss_mib, GPT, AdditionTask, MetricLog, Tokenizer, compute_entropy, encode_prompts, evaluate,
-                       format_step, generate, load_checkpoint, log_generations, masked_mean, pick_device,
-                       require, reward_fn, run_script, save_checkpoint, set_seed, write_json)
+from toy_model import (AdditionTask, GPT, MetricLog, Tokenizer, compute_entropy, encode_prompts, evaluate,
+                       format_step, generate, load_checkpoint, log_generations, masked_mean, peak_rss_mib,
+                       pick_device, require, reward_fn, run_script, save_checkpoint, set_seed, write_json)
 
 
 @dataclass
@@ -407,7 +407,8 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                "final_explained_variance": last[-1]["explained_variance"] if last else None,
                "explained_variance_last_10": sum(r["explained_variance"] for r in last) / len(last) if last else None,
                "final_kl": last[-1]["kl"] if last else None, "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()), "seconds_per_step": round((time.time() - t_start) / max(1, len(log.rows)), 3),
+               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()),
+               "seconds_per_step": round((time.time() - t_start) / max(1, len(log.rows)), 3),
                "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
     if cfg.reward == "model":
         summary.update(reward_model_pair_accuracy=rm_accuracy, reward_model_seconds=round(rm_seconds, 2))

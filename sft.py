@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from toy_model import (peak_rss_mib, lr_at, GPT, AdditionTask, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
-                       get_response_log_probs, log_generations, masked_mean, masked_normalize,
-                       pick_device, require, run_script, save_checkpoint, set_seed,
+from toy_model import (AdditionTask, GPT, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
+                       get_response_log_probs, log_generations, lr_at, masked_mean, masked_normalize,
+                       peak_rss_mib, pick_device, require, run_script, save_checkpoint, set_seed,
                        tokenize_prompt_and_output, write_json)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every figure under docs/: the curves of each script's default run, then every
-# experiment. Run from anywhere: `bash docs/regenerate.sh` (about 45 minutes on a 2-core CPU), or
-# `bash docs/regenerate.sh defaults` for the default runs' curves only (about 12 minutes).
+# experiment. Run from anywhere: `bash docs/regenerate.sh` (about an hour on a 2-core CPU), or
+# `bash docs/regenerate.sh defaults` for the default runs' curves only (about 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -230,7 +230,8 @@ def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, t
     path, _ = small_sft
     # critic_lr 1e-3, not the default 1e-4: twelve steps are too few for the slower critic to fit
     summary = ppo.train(ppo.Config(digits=2, device="cpu", sft_checkpoint=path, reward="model", steps=12,
-                                   critic_lr=1e-3, prompts_per_step=64, rm_prompts=128, rm_steps=20, rm_batch_size=16, n_test=50,
+                                   critic_lr=1e-3, prompts_per_step=64, rm_prompts=128, rm_steps=20,
+                                   rm_batch_size=16, n_test=50,
                                    eval_every=1000, samples_every=1000, out_dir=str(tmp_path)))
     rows = read_csv(tmp_path / "metrics.csv")
     score = [float(r["score"]) for r in rows]
