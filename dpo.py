@@ -235,10 +235,7 @@ def train(cfg: Config) -> dict:
     rng = set_seed(cfg.seed)
     task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
     t0 = time.time()
-    if not os.path.exists(cfg.sft_checkpoint):
-        print(f"{cfg.sft_checkpoint} not found: training the SFT model first with sft.py's defaults")
-        sft.train(sft.Config(digits=cfg.digits, device=cfg.device,
-                             out_dir=os.path.dirname(cfg.sft_checkpoint) or "."))
+    sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
     policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: frozen SFT model
 

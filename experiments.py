@@ -482,7 +482,7 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--quick", action="store_true", help="a few steps of each run (for the tests)")
     parser.add_argument("--sft_checkpoint", default="out/sft/model.pt",
-                        help="starting model of the RL runs; trained with sft.py's defaults if missing")
+                        help="starting model of the RL runs; the default one is trained with sft.py's defaults if missing")
     parser.add_argument("--docs_dir", default="docs", help="where exp_NAME.png goes (default: docs)")
     parser.add_argument("--out_dir", default="out/experiments", help="runs and results.json (default: out/experiments)")
     args = parser.parse_args(argv)

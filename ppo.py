@@ -286,9 +286,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
     device = pick_device(cfg.device)
     rng = set_seed(cfg.seed)
     task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
-    if not os.path.exists(cfg.sft_checkpoint) and cfg.sft_checkpoint == Config.sft_checkpoint:
-        print(f"no SFT checkpoint at {cfg.sft_checkpoint}: training one first with sft.py's defaults")
-        sft.train(sft.Config(digits=cfg.digits, device=cfg.device))
+    sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
     policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
     require(policy.cfg.max_seq_len >= task.max_seq_len, f"{cfg.sft_checkpoint} holds too few positions")
     policy.eval()  # no dropout anywhere in RL: at the first minibatch the ratio must be exactly 1

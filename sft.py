@@ -199,5 +199,14 @@ def train(cfg: Config) -> dict:
     return summary
 
 
+
+def train_if_missing(checkpoint: str, digits: int, device: str) -> None:
+    """The RL scripts start from `checkpoint`; if it is the default one (out/sft/model.pt) and does
+    not exist yet, train it first with this file's defaults. Any other missing path is left for
+    load_checkpoint to report as an error."""
+    if checkpoint == os.path.join(Config.out_dir, "model.pt") and not os.path.exists(checkpoint):
+        print(f"no SFT checkpoint at {checkpoint}: training one first with sft.py's defaults")
+        train(Config(digits=digits, device=device))
+
 if __name__ == "__main__":
     run_script(train, Config, __doc__)
