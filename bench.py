@@ -8,8 +8,12 @@ Measures, in one process on one device, fp32:
   grpo_step      one GRPO step, 16 prompts x 8 completions x exactly 24 new tokens (end-of-text
                  suppressed), beta 0.04 with a reference model, one AdamW step, split into
                  generation, reference pass, policy forward, backward and optimiser;
-  ppo_step       the same rollout with PPO: reference and critic passes, GAE, a policy and
-                 critic forward, backward and AdamW step.
+  ppo_step       the same rollout with PPO: old-policy, reference and critic passes without
+                 gradient, GAE, one policy and critic forward, backward and AdamW step;
+  scripts        a tenth of the steps of each default grpo.py, ppo.py and dpo.py run (full
+                 evaluations), with a timer on every model forward, backward and optimiser step.
+The steps are representative, not the scripts' exact defaults (grpo.py's beta is 0, ppo.py
+runs 2 epochs x 2 minibatches and clips its value loss); the script runs are the real code.
 Each figure is the median over repeated runs after warm-up; `noise` is (max - min) / median.
 
 FLOPs count the workload, not the implementation: with N = non-embedding parameters plus the
@@ -111,14 +115,14 @@ class Timer:
         return _Phase()
 
 
-def script_runs(quick: bool) -> dict:
+def script_runs(quick: bool, device: str) -> dict:
     """A tenth of each default run (quick: a few steps), as functions of an output folder."""
     import dpo, grpo, ppo
     tenth = dict(grpo=dict(steps=48), ppo=dict(steps=15), dpo=dict(steps=40, n_prompts=205))
     if quick:
         tenth = dict(grpo=dict(steps=2, rollout_batch_size=16, train_batch_size=16, gradient_accumulation_steps=1),
                      ppo=dict(steps=2, prompts_per_step=8), dpo=dict(steps=2, n_prompts=64, batch_size=8))
-    common = dict(n_test=32 if quick else 500, device="cpu")
+    common = dict(n_test=32 if quick else 500, device=device)
     return {"grpo.py": lambda out: grpo.train(grpo.Config(**tenth["grpo"], **common, out_dir=out)),
             "ppo.py": lambda out: ppo.train(ppo.Config(**tenth["ppo"], **common, out_dir=out)),
             "dpo.py": lambda out: dpo.train(dpo.Config(**tenth["dpo"], **common, out_dir=out))}
@@ -205,7 +209,6 @@ def main(cfg: Config):
                 generate(model, prompt_ids, T, tok.eos_id, tok.pad_id, num_samples=cfg.group_size,
                          min_new_tokens=T, use_cache=use_cache)
             return t.parts
-        peak_rss_mib_reset()
         m = measure(gen, cfg, device)
         results["generation"][name] = {"s": m["total"], "completions_per_s": B / m["total"],
                                        "tokens_per_s": B * T / m["total"], "noise": m["noise"],
@@ -292,7 +295,7 @@ def main(cfg: Config):
             input_ids, labels = seq[:, :-1], seq[:, 1:]
             response = slice(P - 1, None)  # positions whose label is a response token
             mask = response_mask.float()  # (B, T)
-        with t("reference"):  # old log-probs, reference log-probs and old values: no gradient
+        with t("no_grad_passes"):  # old log-probs, reference log-probs and old values
             with torch.inference_mode():
                 old_log_probs = get_response_log_probs(policy, input_ids, labels)["log_probs"][:, response]
                 ref_log_probs = get_response_log_probs(reference, input_ids, labels)["log_probs"][:, response]
@@ -303,7 +306,7 @@ def main(cfg: Config):
             advantages = gae_advantages(rewards, old_values, mask, 1.0, 0.95)
             returns = advantages + old_values
             advantages = whiten(advantages, mask)
-        with t("policy_forward"):  # policy and critic
+        with t("forward"):  # policy and critic
             log_probs = get_response_log_probs(policy, input_ids, labels)["log_probs"][:, response]
             ratio = torch.exp(log_probs - old_log_probs)
             surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - cliprange, 1 + cliprange) * advantages)
@@ -324,13 +327,13 @@ def main(cfg: Config):
     results["ppo_step"] = {"s_per_step": m["total"], "tokens_per_s": B * T / m["total"],
                            "peak_fraction": fraction(ppo_flops, m["total"]),
                            "peak_rss_mib": peak_rss_mib(), "noise": m["noise"],
-                           "split_s": {k: m[k] for k in ("generation", "reference", "advantage",
-                                                         "policy_forward", "backward", "optimizer")}}
+                           "split_s": {k: m[k] for k in ("generation", "no_grad_passes", "advantage",
+                                                         "forward", "backward", "optimizer")}}
 
     # 6. Where the scripts' own runs spend their time: a tenth of each default run (same code,
     #    same per-step work), with every model forward, backward and optimiser step timed.
     results["scripts"] = {}
-    for name, run in script_runs(cfg.quick).items():
+    for name, run in script_runs(cfg.quick, cfg.device).items():
         with tempfile.TemporaryDirectory() as out_dir:
             seconds = model_seconds(lambda: run(out_dir), device)
         results["scripts"][name] = {"s": seconds["wall"], "model_fraction": seconds["model"] / seconds["wall"],

@@ -47,7 +47,7 @@ QUICK = {
 
 
 def train_script(module, args, name: str, **flags) -> list[dict]:
-    """Run `module.train` with `flags` on top of its defaults (shrunk by --quick) into
+    """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
     out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank)."""
     script = module.__name__
     overrides = {"sft_checkpoint": args.sft_checkpoint} if script != "sft" else {}
@@ -130,7 +130,8 @@ def smooth(values: list[float], k: int = 10) -> list[float]:
 
 
 # GRPO runs in the experiments: shorter than grpo.py's 480 steps (the cosine decay follows --steps,
-# so each run still ends at lr / 10), held-out evaluation every 20 steps, no sample printing.
+# so each run still ends at lr / 10; some experiments set their own --steps), held-out evaluation
+# every 20 steps, no sample printing.
 GRPO_RUN = dict(steps=120, eval_every=20, samples_every=1000)
 
 
@@ -406,7 +407,7 @@ def abstain(args) -> dict:
     accuracy, room to be wrong). Then GRPO with reward 1 right, 0.3 for '?', 0 wrong, as Dr. GRPO
     (no std division, constant length normalisation: advantages are reward differences, so '?'
     should win exactly where the chance of a right answer is below 0.3, and the 7-token '?' is not
-    favoured over 34-token answers) with a KL penalty to the SFT model, which keeps '?' explored:
+    favoured over 35-token answers) with a KL penalty to the SFT model, which keeps '?' explored:
     without it, '?' died out within 20 steps (or, with std normalisation, took over every problem)."""
     import numpy as np
     import grpo
