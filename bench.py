@@ -14,7 +14,9 @@ Measures, in one process on one device, fp32:
                  evaluations), with a timer on every model forward, backward and optimiser step.
 The steps are representative, not the scripts' exact defaults (grpo.py's beta is 0, ppo.py
 runs 2 epochs x 2 minibatches and clips its value loss); the script runs are the real code.
-Each figure is the median over repeated runs after warm-up; `noise` is (max - min) / median.
+Every step is timed in turn, round after round (warm-up rounds first), so that the machine's
+drift falls on all figures alike; each figure is the median over the timed rounds, and `noise`
+is (max - min) / median.
 
 FLOPs count the workload, not the implementation: with N = non-embedding parameters plus the
 output head, a forward pass costs 2N per token, a backward pass 4N; each distinct prompt's
@@ -28,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import os
 import statistics
 import tempfile
 import time
@@ -36,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gae import gae_advantages, whiten
 from ppo import ScalarHead
@@ -53,8 +53,8 @@ class Config:
     new_tokens: int = 24  # tokens generated per completion (end-of-text suppressed)
     threads: int = 2  # torch CPU threads, for the steps and the matmul peak alike
     # --- measurement ---
-    repeats: int = 7  # timed repetitions per figure (the median is reported)
-    warmup: int = 2  # untimed repetitions first
+    repeats: int = 7  # timed rounds of every step (each figure is the median over them)
+    warmup: int = 2  # untimed rounds first
     quick: bool = False  # 2 repeats, 1 warm-up, 4 prompts x 4, smaller matmul, tiny script runs: for the tests
     device: str = "cpu"  # cpu, cuda or mps (auto is not offered: a benchmark names its device)
     out: str = "out/bench/bench.json"  # where the JSON goes
@@ -80,19 +80,30 @@ def peak_rss_mib_reset():
         pass
 
 
-def measure(fn, cfg, device):
-    """Run fn warm-up + repeats times; return the median of each timed part and the noise."""
+def measure(steps: dict, cfg) -> dict:
+    """Time every step function in turn, round after round: `warmup` untimed rounds, then
+    `repeats` timed ones. A shared machine's speed drifts by 10% or more within a minute; taking
+    the figures in turn lets the drift fall on all of them alike, so that their ratios (fraction of
+    the peak, cache speed-up) compare like with like. Each function returns {phase: seconds}.
+    Returns, per step: phases (the median of each), total (the median of the totals), noise
+    ((max - min) / median of the totals) and peak_rss_mib (the process's peak while it ran)."""
     for _ in range(cfg.warmup):
-        fn()
-    runs = []
+        for fn in steps.values():
+            fn()
+    runs, rss = {name: [] for name in steps}, dict.fromkeys(steps, 0.0)
     for _ in range(cfg.repeats):
-        runs.append(fn())
-    keys = runs[0].keys()
-    med = {k: statistics.median(r[k] for r in runs) for k in keys}
-    totals = [sum(r.values()) for r in runs]
-    med["total"] = statistics.median(totals)
-    med["noise"] = (max(totals) - min(totals)) / med["total"]
-    return med
+        for name, fn in steps.items():
+            peak_rss_mib_reset()
+            runs[name].append(fn())
+            rss[name] = max(rss[name], peak_rss_mib())
+    out = {}
+    for name, parts in runs.items():
+        totals = [sum(r.values()) for r in parts]
+        out[name] = {"phases": {k: statistics.median(r[k] for r in parts) for k in parts[0]},
+                     "total": statistics.median(totals),
+                     "noise": (max(totals) - min(totals)) / statistics.median(totals),
+                     "peak_rss_mib": rss[name]}
+    return out
 
 
 class Timer:
@@ -193,28 +204,15 @@ def main(cfg: Config):
             for _ in range(10):
                 a @ b
         return t.parts
-    peak = measure(matmul, cfg, device)
-    results["peak_gflops"] = 10 * 2 * n ** 3 / peak["total"] / 1e9
-
-    def fraction(flops, seconds):
-        return flops / seconds / 1e9 / results["peak_gflops"]
 
     # 2. Generation with and without the KV cache.
     gen_flops = 2 * n_flop_params * (cfg.prompts * P + B * T)
-    results["generation"] = {}
-    for name, use_cache in (("cached", True), ("uncached", False)):
-        def gen():
-            t = Timer(device)
-            with t("generate"):
-                generate(model, prompt_ids, T, tok.eos_id, tok.pad_id, num_samples=cfg.group_size,
-                         min_new_tokens=T, use_cache=use_cache)
-            return t.parts
-        m = measure(gen, cfg, device)
-        results["generation"][name] = {"s": m["total"], "completions_per_s": B / m["total"],
-                                       "tokens_per_s": B * T / m["total"], "noise": m["noise"],
-                                       "peak_fraction": fraction(gen_flops, m["total"])}
-    results["generation"]["cache_speedup"] = (results["generation"]["uncached"]["s"]
-                                              / results["generation"]["cached"]["s"])
+    def generation(use_cache):
+        t = Timer(device)
+        with t("generate"):
+            generate(model, prompt_ids, T, tok.eos_id, tok.pad_id, num_samples=cfg.group_size,
+                     min_new_tokens=T, use_cache=use_cache)
+        return t.parts
 
     # 3. One SFT step on B demonstrations.
     policy = copy.deepcopy(model)
@@ -233,13 +231,6 @@ def main(cfg: Config):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return t.parts
-    peak_rss_mib_reset()
-    m = measure(sft_step, cfg, device)
-    sft_tokens = batch["input_ids"].numel()
-    results["sft_step"] = {"s_per_step": m["total"], "tokens_per_s": sft_tokens / m["total"],
-                           "peak_fraction": fraction(6 * n_flop_params * sft_tokens, m["total"]),
-                           "peak_rss_mib": peak_rss_mib(), "noise": m["noise"],
-                           "split_s": {k: m[k] for k in ("forward", "backward", "optimizer")}}
 
     # 4. One GRPO step: rollout, reference pass, policy forward, loss, backward, AdamW.
     reference = copy.deepcopy(model).requires_grad_(False)
@@ -272,13 +263,6 @@ def main(cfg: Config):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return t.parts
-    peak_rss_mib_reset()
-    m = measure(grpo_step, cfg, device)
-    results["grpo_step"] = {"s_per_step": m["total"], "tokens_per_s": B * T / m["total"],
-                            "peak_fraction": fraction(rl_flops, m["total"]),
-                            "peak_rss_mib": peak_rss_mib(), "noise": m["noise"],
-                            "split_s": {k: m[k] for k in ("generation", "reference", "policy_forward",
-                                                          "backward", "optimizer")}}
 
     # 5. One PPO step as ppo.py takes it: rollout; old log-probs, reference log-probs and values in
     #    inference mode; per-token KL reward and GAE; one policy and critic forward, backward, AdamW.
@@ -322,13 +306,29 @@ def main(cfg: Config):
             optimizer.zero_grad(set_to_none=True)
             critic_optimizer.zero_grad(set_to_none=True)
         return t.parts
-    peak_rss_mib_reset()
-    m = measure(ppo_step, cfg, device)
-    results["ppo_step"] = {"s_per_step": m["total"], "tokens_per_s": B * T / m["total"],
-                           "peak_fraction": fraction(ppo_flops, m["total"]),
-                           "peak_rss_mib": peak_rss_mib(), "noise": m["noise"],
-                           "split_s": {k: m[k] for k in ("generation", "no_grad_passes", "advantage",
-                                                         "forward", "backward", "optimizer")}}
+
+    # Measure them all, in turn (see measure), then turn seconds into the figures.
+    m = measure({"matmul": matmul, "cached": lambda: generation(True), "uncached": lambda: generation(False),
+                 "sft_step": sft_step, "grpo_step": grpo_step, "ppo_step": ppo_step}, cfg)
+    results["peak_gflops"] = 10 * 2 * n ** 3 / m["matmul"]["total"] / 1e9
+
+    def fraction(flops, seconds):
+        return flops / seconds / 1e9 / results["peak_gflops"]
+
+    results["generation"] = {}
+    for name in ("cached", "uncached"):
+        seconds = m[name]["total"]
+        results["generation"][name] = {"s": seconds, "completions_per_s": B / seconds,
+                                       "tokens_per_s": B * T / seconds, "noise": m[name]["noise"],
+                                       "peak_fraction": fraction(gen_flops, seconds)}
+    results["generation"]["cache_speedup"] = m["uncached"]["total"] / m["cached"]["total"]
+    sft_tokens = batch["input_ids"].numel()
+    for name, tokens, flops in (("sft_step", sft_tokens, 6 * n_flop_params * sft_tokens),
+                                ("grpo_step", B * T, rl_flops), ("ppo_step", B * T, ppo_flops)):
+        seconds = m[name]["total"]
+        results[name] = {"s_per_step": seconds, "tokens_per_s": tokens / seconds,
+                         "peak_fraction": fraction(flops, seconds), "peak_rss_mib": m[name]["peak_rss_mib"],
+                         "noise": m[name]["noise"], "split_s": m[name]["phases"]}
 
     # 6. Where the scripts' own runs spend their time: a tenth of each default run (same code,
     #    same per-step work), with every model forward, backward and optimiser step timed.

@@ -26,12 +26,12 @@ reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_
 --beta 2 --simpo_gamma 1; not tuned here).
 
 Run:   python dpo.py                 about 2 min on a 2-core CPU, 20 s of it building the preference
-                                     set: 1365 pairs from 2048 prompts; held-out greedy accuracy
-                                     0.414 -> 0.704, held-out preference accuracy 0 -> 0.93;
+                                     set: 1366 pairs from 2048 prompts; held-out greedy accuracy
+                                     0.414 -> 0.702, held-out preference accuracy 0 -> 0.94;
                                      logps/chosen -3.3 -> -2.1, logps/rejected -4.6 -> -7.6
-       python dpo.py --nll_weight 0  the paper's pure DPO: both fall, logps/chosen -3.3 -> -7.5,
-                                     rejected -4.6 -> -13.0; held-out accuracy 0.414 -> 0.15,
-                                     format 0.92, preference accuracy 0.77
+       python dpo.py --nll_weight 0  the paper's pure DPO: both fall, logps/chosen -3.4 -> -6.9,
+                                     rejected -4.7 -> -12.4; held-out accuracy 0.414 -> 0.17,
+                                     format 0.89, preference accuracy 0.78
 Needs out/sft/model.pt (`python sft.py`; trained automatically if missing).
 Outputs: out/dpo/{metrics.csv, curves.png, model.pt, summary.json}. `python dpo.py -h` lists
 every flag.

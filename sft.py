@@ -12,8 +12,8 @@ gradient of one batch k times larger. Prompt tokens are never a target. Departur
 real cold-start SFT: the model starts from scratch (no pretraining), and demonstrations come from
 an infinite generator rather than a fixed data set, so there is no epoch and no overfitting.
 
-Run:   python sft.py                    ~1 min on a 2-core CPU, held-out accuracy ~0.5 (see README)
-       python sft.py --steps 1000       longer: held-out accuracy >= 0.95
+Run:   python sft.py                    23 s on a 2-core CPU, held-out accuracy 0.414 (see README)
+       python sft.py --steps 1000       118 s: held-out accuracy 1.000
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
 every flag.

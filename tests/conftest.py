@@ -31,7 +31,7 @@ def small_sft(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def default_sft(tmp_path_factory):
-    """(checkpoint path, summary) of `python sft.py`'s default model (3 digits, 160 steps, ~17 s),
+    """(checkpoint path, summary) of `python sft.py`'s default model (3 digits, 160 steps, ~20 s),
     for learning checks that the small model cannot give (RL barely moves it)."""
     out = tmp_path_factory.mktemp("sft_default")
     summary = sft.train(sft.Config(device="cpu", eval_every=1000, samples_every=1000, out_dir=str(out)))

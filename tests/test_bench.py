@@ -37,3 +37,22 @@ def test_bad_flag_exits_2_with_one_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+def test_measure_takes_the_steps_in_turn_and_reports_medians():
+    """Rounds interleave the steps (a, b, a, b, ...), warm-up rounds are not timed, and each figure
+    is the median over the timed rounds of the step's phases and total."""
+    from types import SimpleNamespace
+
+    from bench import measure
+    calls, times = [], {"a": iter([9.0, 1.0, 3.0, 2.0]), "b": iter([9.0, 5.0, 5.0, 6.0])}
+
+    def step(name):
+        calls.append(name)
+        t = next(times[name])
+        return {"first": t, "second": 2 * t}
+    m = measure({"a": lambda: step("a"), "b": lambda: step("b")}, SimpleNamespace(warmup=1, repeats=3))
+    assert calls == ["a", "b"] * 4
+    assert m["a"]["phases"] == {"first": 2.0, "second": 4.0} and m["a"]["total"] == 6.0
+    assert m["b"]["total"] == 15.0 and abs(m["a"]["noise"] - (9.0 - 3.0) / 6.0) < 1e-12
+    assert m["a"]["peak_rss_mib"] > 0

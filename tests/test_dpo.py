@@ -246,15 +246,15 @@ def test_every_loss_type_runs(small_sft, tmp_path, loss_type):
 
 
 def test_dpo_learns_from_the_small_sft_model(small_sft, tmp_path):
-    """150 steps from the small 2-digit model rank held-out chosen above rejected well above chance.
+    """300 steps from the small 2-digit model rank held-out chosen above rejected well above chance.
     Its greedy task accuracy is not checked: on this 2-layer model a short DPO run lowers it (the
     same early dip the default 3-digit run shows at step 20, before it climbs)."""
-    summary = dpo.train(dpo.Config(digits=2, n_test=200, n_prompts=1024, steps=150, batch_size=32, lr=3e-4,
+    summary = dpo.train(dpo.Config(digits=2, n_test=400, n_prompts=2048, steps=300, batch_size=32, lr=3e-4,
                                    warmup_steps=5, eval_every=1000, samples_every=1000, device="cpu",
                                    sft_checkpoint=small_sft[0], out_dir=str(tmp_path)))
     assert summary["start_preference_accuracy"] == 0.0  # every margin starts at exactly 0
-    assert summary["heldout_pairs"] >= 100
-    assert summary["final_preference_accuracy"] >= 0.6  # measured 0.70; chance is 0.5
+    assert summary["heldout_pairs"] >= 200  # fewer make the check noisy (+-0.05 at 110 pairs)
+    assert summary["final_preference_accuracy"] >= 0.6  # measured 0.68 (0.74 with seed 2); chance is 0.5
 
 
 def run_cli(*args):

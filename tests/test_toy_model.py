@@ -98,6 +98,42 @@ def test_kv_cache_logits_match_full_forward():
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_written_out_attention_equals_torch_fused_attention():
+    """Block's softmax(q k^T / sqrt(d)) v with its causal mask = F.scaled_dot_product_attention,
+    for a whole sequence and for 3 new tokens after 5 cached ones (the mask's S - T offset)."""
+    from toy_model import KVCache
+    model = tiny_model().eval()
+    block, x = model.blocks[0], torch.randn(3, 8, 32)
+    with torch.no_grad():  # large weights: peaked attention, so a wrong mask or scale shows
+        block.qkv.weight.normal_(0.0, 0.5)
+    B, T, C = x.shape
+    q, k, v = block.qkv(block.ln1(x)).view(B, T, 3, 4, C // 4).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+    h = x + block.proj(y)
+    expected = h + block.mlp(block.ln2(h))  # (3, 8, 32)
+    torch.testing.assert_close(block(x, 0, None), expected, atol=1e-5, rtol=0)
+    cache = KVCache(model.cfg, B, "cpu", max_len=8)
+    block(x[:, :5], 0, cache)
+    cache.pos = 5
+    torch.testing.assert_close(block(x[:, 5:], 0, cache), expected[:, 5:], atol=1e-5, rtol=0)
+
+
+def test_kv_cache_copied_per_sample_matches_full_forward():
+    """Prefill 2 prompts once, give each 3 copies, extend every row by its own tokens: the same
+    logits as running each full row from scratch."""
+    model = tiny_model().eval()
+    from toy_model import KVCache
+    prompts, extra = torch.randint(0, 18, (2, 5)), torch.randint(0, 18, (6, 4))
+    rows = torch.cat([prompts.repeat_interleave(3, dim=0), extra], dim=1)  # (6, 9): rows 0-2 share a prompt
+    cache = KVCache(model.cfg, 2, "cpu", max_len=9)
+    first = model(prompts, cache)[:, -1].repeat_interleave(3, dim=0)  # (6, V)
+    cache.repeat_interleave(3)
+    assert cache.k.shape == (2, 6, 4, 9, 8)
+    steps = [first[:, None]] + [model(extra[:, t:t + 1], cache) for t in range(4)]
+    full = model(rows)[:, 4:]  # logits after position 4 (the prompt's last) onwards
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_generation_same_with_and_without_cache():
     model = tiny_model()
     prompts = encode_prompts(TOK, [p.prompt for p in AdditionTask(3).test[:6]], "cpu")
