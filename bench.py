@@ -86,7 +86,8 @@ def measure(steps: dict, cfg) -> dict:
     the figures in turn lets the drift fall on all of them alike, so that their ratios (fraction of
     the peak, cache speed-up) compare like with like. Each function returns {phase: seconds}.
     Returns, per step: phases (the median of each), total (the median of the totals), noise
-    ((max - min) / median of the totals) and peak_rss_mib (the process's peak while it ran)."""
+    ((max - min) / median of the totals) and peak_rss_mib (the process's peak while it ran, on
+    Linux; elsewhere the reset does nothing and it is the peak since the process started)."""
     for _ in range(cfg.warmup):
         for fn in steps.values():
             fn()
