@@ -19,8 +19,9 @@ drift falls on all figures alike; each figure is the median over the timed round
 is (max - min) / median.
 
 FLOPs count the workload, not the implementation: with N = non-embedding parameters plus the
-output head, a forward pass costs 2N per token, a backward pass 4N; each distinct prompt's
-prefill is counted once; attention's own FLOPs are left out (small at these lengths).
+output head, a forward pass costs 2N per token, a backward pass 4N; generation is each distinct
+prompt's prefill once, then one forward per new token but the last (never fed back); attention's
+own FLOPs are left out (small at these lengths).
 
 Run:  python bench.py            about 90 s on a 2-core CPU; prints a table, writes JSON
       python bench.py --quick    a few seconds, same fields (for the tests)
@@ -207,7 +208,8 @@ def main(cfg: Config):
         return t.parts
 
     # 2. Generation with and without the KV cache.
-    gen_flops = 2 * n_flop_params * (cfg.prompts * P + B * T)
+    # prefill each prompt once, then T - 1 one-token forwards (the last token is never fed back)
+    gen_flops = 2 * n_flop_params * (cfg.prompts * P + B * (T - 1))
     def generation(use_cache):
         t = Timer(device)
         with t("generate"):
@@ -323,6 +325,7 @@ def main(cfg: Config):
                                        "tokens_per_s": B * T / seconds, "noise": m[name]["noise"],
                                        "peak_fraction": fraction(gen_flops, seconds)}
     results["generation"]["cache_speedup"] = m["uncached"]["total"] / m["cached"]["total"]
+    # tokens/s: SFT counts every position it trains on; the RL steps count the sampled tokens
     sft_tokens = batch["input_ids"].numel()
     for name, tokens, flops in (("sft_step", sft_tokens, 6 * n_flop_params * sft_tokens),
                                 ("grpo_step", B * T, rl_flops), ("ppo_step", B * T, ppo_flops)):

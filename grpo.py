@@ -288,7 +288,7 @@ def train(cfg: Config) -> dict:
     policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
     reference, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)  # frozen start
     reference.requires_grad_(False)
-    policy.eval()  # no dropout anywhere in RL: on-policy, the ratio must be exactly 1
+    policy.eval()  # no dropout in RL: train the log-probs of the policy that sampled (generate runs in eval)
     reference.eval()
     max_new = cfg.max_new_tokens or task.max_new_tokens
     P = task.prompt_len
@@ -337,8 +337,9 @@ def train(cfg: Config) -> dict:
             advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
             # 3. Advantages are done; old and reference log-probs once per rollout batch, no gradient.
-            input_ids = torch.cat([prompt_ids, response_ids], dim=1)[:, :-1]  # (B, P + T - 1)
-            labels = torch.cat([prompt_ids, response_ids], dim=1)[:, 1:]
+            seq = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
+            # (B, P + T - 1) each; labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
+            input_ids, labels = seq[:, :-1], seq[:, 1:]
             old_log_probs = ref_log_probs = None  # on-policy, old = current: taken from the forward below
             if not on_policy and cfg.loss_type in ("grpo_clip", "grpo_no_clip"):
                 old_log_probs = log_probs_without_grad(policy, input_ids, labels, cfg.temperature,
@@ -363,7 +364,7 @@ def train(cfg: Config) -> dict:
                         rows = batch_rows[m:m + micro_size]
                         out = get_response_log_probs(policy, input_ids[rows], labels[rows],
                                                      return_token_entropy=True, temperature=cfg.temperature)
-                        log_probs = out["log_probs"][:, P - 1:]  # (b, T): response tokens only
+                        log_probs = out["log_probs"][:, P - 1:]  # (len(rows), T): response tokens only
                         mask = response_mask[rows]
                         # len(batch_rows) / len(rows) is gradient_accumulation_steps unless groups were
                         # dropped: either way the micro-batches add up to the train batch's mean.
@@ -379,7 +380,7 @@ def train(cfg: Config) -> dict:
                             normalize_constant=normalize_constant, batch_response_tokens=batch_tokens)
                         n_tokens = mask.sum().item()
                         sums["tokens"] += n_tokens
-                        sums["loss"] += loss.item()
+                        sums["loss"] += loss.item()  # summed over every optimizer step of the rollout
                         sums["entropy"] += (out["token_entropy"][:, P - 1:] * mask).sum().item()
                         if "kl" in meta:
                             sums["kl"] += (meta["kl"] * mask).sum().item()

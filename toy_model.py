@@ -195,7 +195,9 @@ class KVCache:
         self.pos = 0  # how many positions are filled
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store the new (B, heads, T, d_head) keys/values; return all keys/values so far."""
+        """Store the new (B, heads, T, d_head) keys/values at positions pos .. pos + T - 1; return
+        all keys/values so far. pos does not move here: every layer writes the same positions, and
+        GPT.hidden advances pos after the last layer."""
         end = self.pos + k.shape[2]
         self.k[layer, :, :, self.pos:end] = k
         self.v[layer, :, :, self.pos:end] = v
@@ -227,14 +229,15 @@ class Block(nn.Module):
 
     def forward(self, x, layer: int, cache: KVCache | None):
         B, T, C = x.shape
+        # q, k, v: each (B, heads, T, d_head), split out of one fused projection
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, heads, positions so far, d_head)
+        S = k.shape[2]  # positions attended to: the cache's so far, or T without a cache
         # softmax(q k^T / sqrt(d_head)) v, written out: at these lengths (48 positions at 3 digits)
         # two small matmuls beat the fused kernel on a CPU, and a student can print every step.
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, heads, T, S)
         if T > 1:  # causal: new token i sits at position S - T + i and sees positions <= that
-            S = k.shape[2]
             visible = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             scores = scores.masked_fill(~visible, float("-inf"))
         attention = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)  # (B, heads, T, S)
@@ -312,7 +315,7 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
             next_id = logits.argmax(dim=-1)
         else:
             next_id = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1).squeeze(1)
-        masks.append(~done)
+        masks.append(~done)  # done is still the previous step's: this token, end-of-text included, counts
         next_id = torch.where(done, pad_id, next_id)  # finished rows only get padding
         tokens.append(next_id)
         done = done | (next_id == eos_id)
