@@ -40,10 +40,9 @@ import numpy as np
 import torch
 
 from gae import gae_advantages, whiten
-from ppo import ScalarHead
-from toy_model import (AdditionTask, GPT, GPTConfig, Tokenizer, encode_prompts, generate,
-                       get_response_log_probs, masked_mean, peak_rss_mib, require, run_script,
-                       tokenize_prompt_and_output, write_json)
+from runs import peak_rss_mib, require, run_script, write_json
+from toy_model import (GPT, AdditionTask, GPTConfig, ScalarHead, Tokenizer, encode_prompts, generate,
+                       get_response_log_probs, masked_mean, tokenize_prompt_and_output)
 
 
 @dataclass

@@ -7,7 +7,7 @@ frozen SFT reference, r(x, y) = beta log pi_theta(y|x) / pi_ref(y|x)):
 
     L(theta) = - E_{(x, y_w, y_l) ~ D} [ log sigma( beta log pi_theta(y_w|x)/pi_ref(y_w|x)
                                                   - beta log pi_theta(y_l|x)/pi_ref(y_l|x) ) ]
-             + lambda * E [ - log pi_theta(y_w|x) / |y_w| ]          (RPO's NLL term, lambda = nll_weight)
+             + lambda * E [ - log pi_theta(y_w|x) / |y_w| ]          (RPO's NLL term, weight lambda)
 
 log pi(y|x) is the sum of the response tokens' log-probs; prompt tokens never count. At the start
 pi_theta = pi_ref, so every reward is 0 and the first loss is ln 2 = 0.6931.
@@ -25,13 +25,8 @@ of Chowdhury et al. 2024 (eps < 0.5); ipo (Azar et al. 2023) regresses the log-r
 reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_type simpo
 --beta 2 --simpo_gamma 1; not tuned here).
 
-Run:   python dpo.py                 about 2 min on a 2-core CPU, 20 s of it building the preference
-                                     set: 1366 pairs from 2048 prompts; held-out greedy accuracy
-                                     0.414 -> 0.702, held-out preference accuracy 0 -> 0.94;
-                                     logps/chosen -3.3 -> -2.1, logps/rejected -4.6 -> -7.6
-       python dpo.py --nll_weight 0  the paper's pure DPO: both fall, logps/chosen -3.4 -> -6.9,
-                                     rejected -4.7 -> -12.4; held-out accuracy 0.414 -> 0.17,
-                                     format 0.89, preference accuracy 0.78
+Run:   python dpo.py                 (time and result: README, Quick start)
+       python dpo.py --nll_weight 0  the paper's pure DPO: both log-probs fall, and so does accuracy
 Needs out/sft/model.pt (`python sft.py`; trained automatically if missing).
 Outputs: out/dpo/{metrics.csv, curves.png, model.pt, summary.json}. `python dpo.py -h` lists
 every flag.
@@ -48,11 +43,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-import sft  # only to make the starting checkpoint when there is none (DESIGN allows it)
-from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step, generate,
-                       get_response_log_probs, load_checkpoint, log_generations, lr_at, masked_normalize,
-                       peak_rss_mib, pick_device, require, reward_fn, run_script, save_checkpoint, set_seed,
-                       tokenize_prompt_and_output, write_json)
+import checks
+import runs
+from toy_model import (encode_prompts, evaluate, generate, get_response_log_probs, log_generations,
+                       masked_normalize, reward_fn, tokenize_prompt_and_output)
 
 
 @dataclass
@@ -64,7 +58,7 @@ class Config:
     sft_checkpoint: str = "out/sft/model.pt"  # policy and frozen reference start here
     n_prompts: int = 2048  # training prompts, sampled once before training
     samples_per_prompt: int = 8  # k completions per prompt, from which one pair is made
-    temperature: float = 0.7  # sampling temperature; at 1.0 only 1 sample in 20 is right: too few pairs
+    temperature: float = 0.7  # sampling temperature (at 1.0 too few samples are right: few pairs)
     # --- algorithm ---
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "simpo"] = "sigmoid"  # preference loss
     beta: float = 0.1  # strength of the implicit KL to the reference (SimPO: reward scale)
@@ -72,11 +66,11 @@ class Config:
     simpo_gamma: float = 1.0  # SimPO's target reward margin gamma
     nll_weight: float = 1.0  # lambda: weight of the per-token NLL of the chosen response (RPO)
     # --- optimisation ---
-    steps: int = 400  # optimizer steps (passes over the pairs = steps * batch_size / pairs)
+    steps: int = 400  # optimizer steps (epochs = steps * batch_size / pairs); lr schedule length
     batch_size: int = 64  # preference pairs per optimizer step
     lr: float = 3e-5  # AdamW peak learning rate (a prototype without NLL collapsed at 1e-4)
     warmup_steps: int = 20  # linear warm-up from 0 to lr, then cosine decay to lr / 10
-    weight_decay: float = 0.0  # AdamW weight decay on matrices; off: it pulls away from the reference
+    weight_decay: float = 0.0  # AdamW weight decay on matrices; off: it pulls away from pi_ref
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.98  # AdamW second-moment decay
     max_grad_norm: float = 1.0  # clip the global gradient norm to this
@@ -84,27 +78,13 @@ class Config:
     seed: int = 0  # seeds sampling, pairing and batch order
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 50  # held-out preference and task accuracy every N steps
+    log_every: int = 20  # print a console line every N steps (and on every evaluation)
     samples_every: int = 200  # print a few held-out completions every N steps
     out_dir: str = "out/dpo"  # metrics.csv, curves.png, model.pt, summary.json go here
+    overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
 
     def __post_init__(self):
-        require(1 <= self.digits <= 6, "--digits must be between 1 and 6")
-        require(self.n_prompts >= 1 and self.samples_per_prompt >= 2,
-                "--n_prompts must be >= 1 and --samples_per_prompt >= 2 (a pair needs two samples)")
-        require(self.temperature > 0, "--temperature must be > 0 (greedy samples are all equal)")
-        require(self.beta > 0, "--beta must be > 0")
-        require(0 <= self.label_smoothing < 0.5,
-                "--label_smoothing must be in [0, 0.5): at 0.5 the labels carry no information")
-        require(self.label_smoothing == 0 or self.loss_type in ("sigmoid", "robust"),
-                f"--label_smoothing applies to sigmoid and robust, not {self.loss_type}")
-        require(self.simpo_gamma >= 0 and self.nll_weight >= 0, "--simpo_gamma and --nll_weight must be >= 0")
-        require(self.steps >= 1 and self.batch_size >= 1, "--steps and --batch_size must be >= 1")
-        require(self.lr > 0, "--lr must be > 0")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-        require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.max_grad_norm > 0,
-                "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
-        require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
-                "--n_test, --eval_every and --samples_every must be >= 1")
+        checks.check_dpo(self)  # every bad value exits 2 with one line
 
 
 def build_preference_pairs(model, tokenizer, problems, k, temperature, max_new_tokens, rng,
@@ -124,7 +104,8 @@ def build_preference_pairs(model, tokenizer, problems, k, temperature, max_new_t
                              num_samples=k, temperature=temperature)  # (N * k, T), prefill once
         lengths = mask.sum(1).tolist()
         for j, p in enumerate(chunk):
-            texts = [tokenizer.decode(ids[j * k + s, :lengths[j * k + s]].tolist()) for s in range(k)]
+            texts = [tokenizer.decode(ids[j * k + s, :lengths[j * k + s]].tolist())
+                     for s in range(k)]
             rewards = [reward_fn(t, p.answer) for t in texts]
             right = [t for t, r in zip(texts, rewards) if r["reward"] == 1]
             wrong = [t for t, r in zip(texts, rewards) if r["reward"] == 0]
@@ -174,10 +155,11 @@ def all_sequence_log_probs(model, data, batch_size=512):
     return torch.cat(out).clone()  # clone: a normal tensor that autograd may use later
 
 
-def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                    loss_type="sigmoid", beta=0.1, label_smoothing=0.0, gamma=0.0,
-                    chosen_lengths=None, rejected_lengths=None):
-    """Per-pair preference losses and implicit rewards, all (B,): (losses, chosen_rewards, rejected_rewards).
+def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                    ref_rejected_logps, loss_type="sigmoid", beta=0.1, label_smoothing=0.0,
+                    gamma=0.0, chosen_lengths=None, rejected_lengths=None):
+    """Per-pair preference losses and implicit rewards, all (B,): (losses, chosen_rewards,
+    rejected_rewards).
 
     h = log pi(y_w)/pi_ref(y_w) - log pi(y_l)/pi_ref(y_l) is the log-ratio margin; the implicit
     rewards are beta times each log-ratio, so their difference (rewards/margins) is beta * h.
@@ -194,7 +176,8 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
     if loss_type == "sigmoid":  # DPO; eps > 0 is cDPO: the BCE against soft label 1 - eps
         losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
     elif loss_type == "robust":  # unbiased under a flip rate eps: its expectation is the clean loss
-        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+        losses = ((-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h))
+                  / (1 - 2 * eps))
     elif loss_type == "ipo":  # squared loss: a finite target margin, so no push to infinity
         losses = (h - 1 / (2 * beta)) ** 2
     elif loss_type == "hinge":  # SLiC: no gradient once the margin beta * h passes 1
@@ -204,7 +187,8 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
-def compute_per_instance_dpo_loss(lm, lm_ref, tokenizer, beta, prompt, response_chosen, response_rejected):
+def compute_per_instance_dpo_loss(lm, lm_ref, tokenizer, beta, prompt, response_chosen,
+                                  response_rejected):
     """CS336's adapter: the sigmoid DPO loss of one (prompt, chosen, rejected) triple, a scalar."""
     device = next(lm.parameters()).device
     batch = {k: v.to(device) for k, v in tokenize_prompt_and_output(
@@ -212,7 +196,8 @@ def compute_per_instance_dpo_loss(lm, lm_ref, tokenizer, beta, prompt, response_
     logps, _ = sequence_log_probs(lm, batch)  # (2,): chosen, rejected
     with torch.no_grad():  # the reference is frozen: no gradient reaches it
         ref_logps, _ = sequence_log_probs(lm_ref, batch)
-    losses, _, _ = preference_loss(logps[:1], logps[1:], ref_logps[:1], ref_logps[1:], "sigmoid", beta)
+    losses, _, _ = preference_loss(logps[:1], logps[1:], ref_logps[:1], ref_logps[1:], "sigmoid",
+                                   beta)
     return losses[0]
 
 
@@ -231,12 +216,9 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
 
 def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
-    device = pick_device(cfg.device)
-    rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
     t0 = time.time()
-    sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
-    policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
+    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: frozen SFT model
 
     # The offline preference sets, sampled once from the SFT model (= the reference).
@@ -246,9 +228,9 @@ def train(cfg: Config) -> dict:
     test_pairs, test_stats = build_preference_pairs(
         reference, tokenizer, task.test, cfg.samples_per_prompt, cfg.temperature,
         task.max_new_tokens, rng)
-    require(len(train_pairs) >= cfg.batch_size and test_pairs,
-            f"only {len(train_pairs)} training and {len(test_pairs)} held-out pairs for --batch_size "
-            f"{cfg.batch_size}: raise --n_prompts or --samples_per_prompt")
+    runs.require(len(train_pairs) >= cfg.batch_size and test_pairs,
+                 f"only {len(train_pairs)} training and {len(test_pairs)} held-out pairs for "
+                 f"--batch_size {cfg.batch_size}: raise --n_prompts or --samples_per_prompt")
     train_data = tokenize_pairs(train_pairs, tokenizer, device)  # each (2N, T)
     test_data = tokenize_pairs(test_pairs, tokenizer, device)
     n_pairs = len(train_pairs)
@@ -258,39 +240,37 @@ def train(cfg: Config) -> dict:
     test_ref_logps = all_sequence_log_probs(reference, test_data) if use_ref else None
     del reference
     build_seconds = time.time() - t0
-    print(f"DPO ({cfg.loss_type}, beta {cfg.beta}, NLL weight {cfg.nll_weight}) on {cfg.digits}-digit "
-          f"addition | {device} | {n_pairs} pairs from {cfg.n_prompts} prompts (skipped "
-          f"{train_stats['skipped_all_correct']} all-correct, {train_stats['skipped_all_wrong']} all-wrong; "
-          f"sample accuracy {train_stats['sample_accuracy']:.3f}) | {len(test_pairs)} held-out pairs | "
-          f"built in {build_seconds:.0f} s")
 
     decay = [p for p in policy.parameters() if p.dim() >= 2]  # no weight decay on biases and norms
     no_decay = [p for p in policy.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    log = MetricLog()
+    log = runs.RunLog(cfg, f"DPO ({cfg.loss_type}, beta {cfg.beta}, NLL weight {cfg.nll_weight}) | "
+                           f"{device} | {n_pairs} pairs from {cfg.n_prompts} prompts "
+                           f"({train_stats['skipped_all_correct']} all right, "
+                           f"{train_stats['skipped_all_wrong']} all wrong, skipped) | "
+                           f"{len(test_pairs)} held-out pairs | built in {build_seconds:.0f} s", t0)
     start_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
     start_pref = preference_accuracy(policy, test_data, test_ref_logps, cfg)
-    print(f"step 0 | held-out accuracy {start_metrics['accuracy']:.3f} | "
-          f"held-out preference accuracy {start_pref:.3f}")
-    t1, step, eval_metrics, pref_acc, interrupted = time.time(), 0, start_metrics, start_pref, False
+    log.start({**start_metrics, "preference_accuracy": start_pref}, samples)
+    step = 0
     try:
         while step < cfg.steps:  # outer loop: one pass (epoch) over the fixed preference set
             order = torch.from_numpy(rng.permutation(n_pairs)).to(device)
-            for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):  # inner loop: minibatches
+            for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):  # inner: minibatches
                 step += 1
-                lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+                lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # 1. A minibatch of pairs: chosen and rejected rows go through one forward pass.
                 idx = order[i:i + cfg.batch_size]  # (B,)
                 rows = torch.cat([idx, idx + n_pairs])  # (2B,): chosen then rejected
                 batch = {k: v[rows] for k, v in train_data.items()}
-                logps, lengths = sequence_log_probs(policy, batch)  # (2B,) summed response log-probs
+                logps, lengths = sequence_log_probs(policy, batch)  # (2B,) summed log-probs
                 B = cfg.batch_size
-                ref = ref_logps[rows] if use_ref else torch.zeros_like(logps)  # (2B,); SimPO ignores it
-                # 2. The preference loss on the implicit rewards, plus the NLL of the chosen response.
+                ref = ref_logps[rows] if use_ref else torch.zeros_like(logps)  # (2B,); SimPO: none
+                # 2. The preference loss on the implicit rewards, plus the chosen response's NLL.
                 losses, chosen_rewards, rejected_rewards = preference_loss(
                     logps[:B], logps[B:], ref[:B], ref[B:], cfg.loss_type, cfg.beta,
                     cfg.label_smoothing, cfg.simpo_gamma, lengths[:B], lengths[B:])
@@ -298,7 +278,7 @@ def train(cfg: Config) -> dict:
                 loss = losses.mean() + cfg.nll_weight * nll
                 # 3. Backward, clip, step.
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm).item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
@@ -307,64 +287,50 @@ def train(cfg: Config) -> dict:
                        "nll": nll.item(), "rewards/chosen": chosen_rewards.mean().item(),
                        "rewards/rejected": rejected_rewards.mean().item(),
                        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-                       "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-                       "logps/chosen": logps[:B].mean().item(), "logps/rejected": logps[B:].mean().item(),
-                       "grad_norm": grad_norm, "lr": lr}
+                       "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean()
+                       .item(),
+                       "logps/chosen": logps[:B].mean().item(),
+                       "logps/rejected": logps[B:].mean().item(),
+                       "grad_norm": grad_norm.item(), "lr": lr}
+                eval_metrics = None
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     pref_acc = preference_accuracy(policy, test_data, test_ref_logps, cfg)
-                    eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-                    row.update({"eval_preference_accuracy": pref_acc,
-                                **{f"eval_{k}": v for k, v in eval_metrics.items()}})
-                row["seconds"] = time.time() - t1
-                log.append(row)
-                shown = {"loss": row["loss"], "margin": row["rewards/margins"],
-                         "pair acc": row["rewards/accuracies"], "logp chosen": row["logps/chosen"],
-                         "logp rejected": row["logps/rejected"], "nll/token": row["nll"], "grad": grad_norm}
-                if "eval_accuracy" in row:
-                    shown.update({"held-out pref acc": pref_acc, "held-out acc": row["eval_accuracy"],
-                                  "format": row["eval_format_rate"]})
-                print(format_step(step, cfg.steps, row["seconds"], shown))
+                    eval_metrics, samples = evaluate(policy, tokenizer, task.test,
+                                                     task.max_new_tokens)
+                    eval_metrics["preference_accuracy"] = pref_acc
+                log.step(row, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                               "logps/rejected", "nll", "eval_preference_accuracy"], eval_metrics)
                 if step % cfg.samples_every == 0:
                     log_generations(samples, title=f"held-out samples at step {step}")
                 if step == cfg.steps:
                     break
     except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted at step {step}: evaluating and saving what we have")
-        pref_acc = preference_accuracy(policy, test_data, test_ref_logps, cfg)
-        eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+        samples = log.interrupted(policy, tokenizer, task)
+        log.eval_metrics["preference_accuracy"] = preference_accuracy(policy, test_data,
+                                                                      test_ref_logps, cfg)
+        log.rows[-1]["eval_preference_accuracy"] = log.eval_metrics["preference_accuracy"]
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
-    wall = time.time() - t0
-    summary = {"algorithm": f"dpo-{cfg.loss_type}", "start_accuracy": start_metrics["accuracy"],
-               "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
-               "start_preference_accuracy": start_pref, "final_preference_accuracy": pref_acc,
-               "steps": len(log.rows), "epochs": len(log.rows) * cfg.batch_size / n_pairs,
-               "train_pairs": n_pairs, "heldout_pairs": len(test_pairs),
-               "train_preference_set": train_stats, "heldout_preference_set": test_stats,
-               "build_seconds": round(build_seconds, 2), "wall_seconds": round(wall, 2),
-               "peak_rss_mib": round(peak_rss_mib()),
-               "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
-    log_generations(samples, title="final held-out samples")
-    save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), policy, cfg.digits, dataclasses.asdict(cfg))
-    if log.rows:
-        log.write_csv(os.path.join(cfg.out_dir, "metrics.csv"))
-        log.plot(os.path.join(cfg.out_dir, "curves.png"), [
-            (f"{cfg.loss_type} loss (without NLL)", ["loss"]),
-            ("implicit rewards (beta * log-ratio)",
-             ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
-            ("summed response log-probs", ["logps/chosen", "logps/rejected"]),
-            ("preference accuracy", ["rewards/accuracies", "eval_preference_accuracy"]),
-            ("held-out task accuracy and format", ["eval_accuracy", "eval_format_rate"]),
-            ("chosen NLL per token", ["nll"]),
-        ], title=f"DPO ({cfg.loss_type}, NLL weight {cfg.nll_weight}), {cfg.digits}-digit addition")
-    write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
-    print(f"done in {wall:.0f} s ({build_seconds:.0f} s building {n_pairs} pairs): held-out accuracy "
-          f"{summary['start_accuracy']:.3f} -> {summary['final_accuracy']:.3f}, format "
-          f"{eval_metrics['format_rate']:.3f}, preference accuracy {start_pref:.3f} -> {pref_acc:.3f}; "
-          f"wrote {cfg.out_dir}/")
-    return summary
+    return log.finish(policy, samples, f"dpo-{cfg.loss_type}", CURVES,
+                      f"DPO ({cfg.loss_type}, NLL weight {cfg.nll_weight}), {cfg.digits} digits",
+                      {"start_preference_accuracy": start_pref,
+                       "final_preference_accuracy": log.eval_metrics["preference_accuracy"],
+                       "epochs": log.rows[-1]["step"] * cfg.batch_size / n_pairs,
+                       "train_pairs": n_pairs, "heldout_pairs": len(test_pairs),
+                       "train_preference_set": train_stats, "heldout_preference_set": test_stats,
+                       "build_seconds": round(build_seconds, 2)})
 
+
+CURVES = [  # curves.png: (panel title, metrics.csv columns)
+    ("preference loss (without NLL)", ["loss"]),
+    ("implicit rewards (beta * log-ratio)",
+     ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
+    ("summed response log-probs", ["logps/chosen", "logps/rejected"]),
+    ("preference accuracy", ["rewards/accuracies", "eval_preference_accuracy"]),
+    ("held-out task accuracy and format", ["eval_accuracy", "eval_format_rate"]),
+    ("chosen NLL per token", ["nll"]),
+    ("learning rate", ["lr"]),
+]
 
 if __name__ == "__main__":
-    run_script(train, Config, __doc__)
+    runs.run_script(train, Config, __doc__)

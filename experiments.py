@@ -19,7 +19,8 @@ import shutil
 import sys
 import time
 
-from toy_model import AdditionTask, UserError, _atomic_write, write_json
+from runs import UserError, atomic_write, write_json
+from toy_model import AdditionTask
 
 EXPERIMENTS: dict = {}  # name -> (function(args) -> dict of results, one-line description)
 
@@ -55,6 +56,7 @@ def train_script(module, args, name: str, **flags) -> list[dict]:
     if args.quick:
         overrides.update(QUICK[script])
     overrides["out_dir"] = os.path.join(args.out_dir, name)
+    overrides["overwrite"] = True  # an experiment reruns into its own folder
     cfg = module.Config(**overrides)
     print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}", flush=True)
     module.train(cfg)
@@ -75,7 +77,7 @@ def column(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 def save_figure(fig, args, name: str) -> str:
     import matplotlib.pyplot as plt
     path = os.path.join(args.docs_dir, f"exp_{name}.png")
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
     print(f"wrote {path}")
     return path
@@ -363,8 +365,9 @@ def abstention_profile(checkpoint: str, n_test: int) -> dict:
     problems it gets right when it must answer; free greedy says where it abstains; and
     p_abstain = p("?" | prompt, <think>) is its probability of abstaining when sampled (T = 1)."""
     import torch
+    from runs import load_checkpoint
     from toy_model import (ABSTENTION, AdditionTask, Tokenizer, encode_prompts, evaluate, generate,
-                           load_checkpoint, reward_fn)
+                           reward_fn)
     model, ckpt = load_checkpoint(checkpoint)
     task, tok = AdditionTask(ckpt["digits"], n_test), Tokenizer()
     metrics, samples = evaluate(model, tok, task.test, task.max_new_tokens)

@@ -6,8 +6,8 @@ V(s_t) (the critic). The state after the last step is terminal, so V(s_T) = 0. I
 is one response token, the reward is -beta * KL on every token plus the score on the last one.
 
     TD residual          delta_t = r_t + gamma V(s_{t+1}) - V(s_t)
-    TD(0) advantage      A_t = delta_t                                   (one real reward, then trust V)
-    Monte Carlo          A_t = sum_{l>=0} gamma^l r_{t+l} - V(s_t)           (all real rewards, no V ahead)
+    TD(0) advantage      A_t = delta_t                               (one real reward, then trust V)
+    Monte Carlo          A_t = sum_{l>=0} gamma^l r_{t+l} - V(s_t)       (real rewards only, no V)
     GAE(lambda)          A_t = sum_{l>=0} (gamma lambda)^l delta_{t+l}
                              = delta_t + gamma lambda A_{t+1}               (the backward recursion)
 
@@ -21,7 +21,7 @@ control using generalized advantage estimation").
 Batches are right-padded: every tensor is (B, T) with a 0/1 `mask` of valid steps. Padding
 carries no reward and no value and stops bootstrapping, and advantages are zero on it.
 
-Run:   python gae.py                 ~4 s on a 2-core CPU: a table and out/gae/bias_variance.png
+Run:   python gae.py                 a table and out/gae/bias_variance.png (seconds)
        python gae.py --episodes 200  a quick look (noisier)
 The demonstration is Sutton and Barto's random walk (Example 6.2, Figure 12.3): 19 states in a
 row, start in the middle, step left or right with probability 1/2; leaving on the left pays -1,
@@ -98,7 +98,8 @@ def random_walk(n_states: int, episodes: int, rng: np.random.Generator):
         masks.append(alive.astype(np.float32))
         alive = alive & ~right & ~left
     as_tensor = lambda rows, dtype: torch.tensor(np.stack(rows, axis=1), dtype=dtype)
-    return as_tensor(states, torch.long), as_tensor(rewards, torch.float32), as_tensor(masks, torch.float32)
+    return (as_tensor(states, torch.long), as_tensor(rewards, torch.float32),
+            as_tensor(masks, torch.float32))
 
 
 def true_values(n_states: int, gamma: float) -> np.ndarray:
@@ -114,14 +115,15 @@ def true_values(n_states: int, gamma: float) -> np.ndarray:
 
 
 def bias_variance(estimates: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, v_true):
-    """Per state: bias = mean estimate - true value, variance over visits. Returns the visit-weighted
-    mean of bias^2 and of variance, and the per-state means and stds (for the plot)."""
+    """Per state: bias = mean estimate - true value, variance over visits. Returns the
+    visit-weighted mean of bias^2 and of variance, and the per-state means and stds (the plot)."""
     est, st = estimates[mask.bool()].double().numpy(), states[mask.bool()].numpy()
     n = np.bincount(st, minlength=len(v_true)).astype(float)
     mean = np.bincount(st, est, minlength=len(v_true)) / np.maximum(n, 1)
     var = np.bincount(st, est ** 2, minlength=len(v_true)) / np.maximum(n, 1) - mean ** 2
     w = n / n.sum()
-    return float((w * (mean - v_true) ** 2).sum()), float((w * var).sum()), mean, np.sqrt(np.maximum(var, 0))
+    std = np.sqrt(np.maximum(var, 0))
+    return float((w * (mean - v_true) ** 2).sum()), float((w * var).sum()), mean, std
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,33 +132,39 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> list[dict]:
-    parser = _Parser(prog="gae.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--states", type=int, default=19, help="non-terminal states in the walk (default: 19)")
-    parser.add_argument("--episodes", type=int, default=4000, help="episodes to measure over (default: 4000)")
-    parser.add_argument("--gamma", type=float, default=1.0, help="discount factor (default: 1.0)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the episodes (default: 0)")
-    parser.add_argument("--out_dir", default="out/gae", help="where bias_variance.png goes (default: out/gae)")
+    first_paragraph = " ".join(__doc__.split("\n\n")[0].split())
+    parser = _Parser(prog="gae.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                     description=first_paragraph + " The estimators, the random "
+                     "walk and what is measured: see gae.py.")
+    parser.add_argument("--states", type=int, default=19, help="non-terminal states in the walk")
+    parser.add_argument("--episodes", type=int, default=4000, help="episodes to measure over")
+    parser.add_argument("--gamma", type=float, default=1.0, help="discount factor")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the episodes")
+    parser.add_argument("--out_dir", default="out/gae", help="where bias_variance.png goes")
     args = parser.parse_args(argv)
     if args.states < 3 or args.episodes < 10 or not 0 < args.gamma <= 1:
         parser.error("need --states >= 3, --episodes >= 10 and 0 < --gamma <= 1")
 
-    states, rewards, mask = random_walk(args.states, args.episodes, np.random.default_rng(args.seed))
+    rng = np.random.default_rng(args.seed)
+    states, rewards, mask = random_walk(args.states, args.episodes, rng)
     v_true = true_values(args.states, args.gamma)  # (n + 1,)
     v_critic = 0.5 * v_true + 0.2  # the imperfect critic: half the slope, 0.2 too optimistic
     values = torch.tensor(v_critic, dtype=torch.float32)[states] * mask  # (E, T)
     print(f"random walk, {args.states} states, {args.episodes} episodes (mean length "
           f"{mask.sum(1).mean():.1f} steps), gamma {args.gamma}; critic V = 0.5 V_true + 0.2")
+    # The claimed equivalences, shown rather than assumed: GAE(0) is TD(0), GAE(1) is Monte Carlo.
+    for lam, other, fn in ((0.0, "TD(0)", td0_advantages), (1.0, "Monte Carlo", mc_advantages)):
+        gap = (gae_advantages(rewards, values, mask, args.gamma, lam)
+               - fn(rewards, values, mask, args.gamma)).abs().max().item()
+        print(f"GAE(lambda={lam:.0f}) vs {other}: largest difference {gap:.1e} over every step")
     print(f"{'estimator':<12} {'lambda':>6} {'bias^2':>9} {'variance':>9} {'MSE':>9}")
     table, per_state = [], {}
     for lam in [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0]:
-        if lam == 0.0:
-            name, advantages = "TD(0)", td0_advantages(rewards, values, mask, args.gamma)
-        elif lam == 1.0:
-            name, advantages = "Monte Carlo", mc_advantages(rewards, values, mask, args.gamma)
-        else:
-            name, advantages = "GAE", gae_advantages(rewards, values, mask, args.gamma, lam)
+        name = {0.0: "TD(0)", 1.0: "Monte Carlo"}.get(lam, "GAE")
+        advantages = gae_advantages(rewards, values, mask, args.gamma, lam)  # one estimator, all
         bias2, var, mean, std = bias_variance(advantages + values, states, mask, v_true)
-        table.append({"estimator": name, "lambda": lam, "bias2": bias2, "variance": var, "mse": bias2 + var})
+        table.append({"estimator": name, "lambda": lam, "bias2": bias2, "variance": var,
+                      "mse": bias2 + var})
         per_state[f"{name} (lambda {lam})"] = (mean, std)
         print(f"{name:<12} {lam:>6.2f} {bias2:>9.4f} {var:>9.4f} {bias2 + var:>9.4f}")
 
@@ -167,14 +175,17 @@ def main(argv=None) -> list[dict]:
     lams = [row["lambda"] for row in table]
     for key, label in (("bias2", "bias$^2$"), ("variance", "variance"), ("mse", "MSE")):
         ax1.plot(lams, [row[key] for row in table], marker="o", label=label)
-    ax1.set(xlabel="lambda  (0 = TD(0), 1 = Monte Carlo)", title="error of the value target A_t + V(s_t)",
+    ax1.set(xlabel="lambda  (0 = TD(0), 1 = Monte Carlo)",
+            title="error of the value target A_t + V(s_t)",
             yscale="log")
     s = np.arange(1, args.states + 1)
     ax2.plot(s, v_true[1:], "k-", label="true V")
     ax2.plot(s, v_critic[1:], "k:", label="critic V")
-    for shift, key in zip((-0.2, 0, 0.2), ("TD(0) (lambda 0.0)", "GAE (lambda 0.9)", "Monte Carlo (lambda 1.0)")):
+    shown = ("TD(0) (lambda 0.0)", "GAE (lambda 0.9)", "Monte Carlo (lambda 1.0)")
+    for shift, key in zip((-0.2, 0, 0.2), shown):
         mean, std = per_state[key]
-        ax2.errorbar(s + shift, mean[1:], yerr=std[1:], fmt=".", capsize=2, alpha=0.7, label=f"{key}, mean +- std")
+        ax2.errorbar(s + shift, mean[1:], yerr=std[1:], fmt=".", capsize=2, alpha=0.7,
+                     label=f"{key}, mean +- std")
     ax2.set(xlabel="state", title="value targets per state")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)

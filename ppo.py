@@ -12,11 +12,12 @@ that never produced end-of-text scores `missing_eos_penalty` instead. The critic
 the rest of the episode's reward from each prefix; GAE (gae.py) turns rewards and values into
 advantages and value targets:
 
-    delta_t = r_t + gamma V(s_{t+1}) - V(s_t),    A_t = delta_t + gamma lambda A_{t+1},    R_t = A_t + V(s_t)
+    delta_t = r_t + gamma V(s_{t+1}) - V(s_t),    A_t = delta_t + gamma lambda A_{t+1},
+    R_t = A_t + V(s_t)
 
 Then several epochs of shuffled minibatches minimise, averaged over the minibatch's tokens,
 
-    L = -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)                 rho_t = pi_theta(o_t) / pi_old(o_t)
+    L = -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)      rho_t = pi_theta(o_t) / pi_old(o_t)
         + c_v * 1/2 max((V_t - R_t)^2, (clip(V_t, V_old_t - eps_v, V_old_t + eps_v) - R_t)^2)
         - c_H * entropy_t
 
@@ -32,26 +33,19 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 - a fixed KL coefficient (no adaptive controller), no pretraining-mix (PPO-ptx) term;
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
   with a zero-initialised scalar head and its own learning rate, 1e-4: the SFT body is as sharp
-  for the critic as for the policy (at 1e-3 its features are wrecked and explained variance stays
-  ~0.01; at 1e-4 it ends at ~0.02 here, ~0.1 on another CPU); both networks share one backward
-  pass and one AdamW, each with its gradient clipped on its own, so vf_coef matters less than it
-  does with a shared trunk;
+  for the critic as for the policy (at 1e-3 its features are wrecked); both networks share one
+  backward pass and one AdamW, each with its gradient clipped on its own, so vf_coef matters less
+  than it does with a shared trunk;
 - a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr and wreck
   this SFT model without it;
 - losses are token means over the minibatch; a rollout's epochs stop early once the approximate
   KL between pi_old and the policy exceeds `target_kl`.
-Even so the critic explains only about a tenth of the return's variance (0.104 over the last 10
-steps here; 0.016 with F.scaled_dot_product_attention instead of the written-out attention,
-a change of rounding only): whether a sampled sum is right is
-hardly easier for a copy of the policy to judge than to get right (a quarter of the score's
-variance is which problem it is, and that is not a simple rule such as its number of carries), so
-GAE works mostly as a learned baseline. GRPO drops the critic for that reason; see the README.
+Even so the critic explains only a small part of the return's variance (README): whether a
+sampled sum is right is hardly easier for a copy of the policy to judge than to get right, so GAE
+works mostly as a learned baseline. GRPO drops the critic for that reason.
 
-Run:   python ppo.py                   184 s on a 2-core CPU (1.2 s/step): held-out accuracy
-                                       0.414 -> 0.848, explained variance 0.104 (last 10 steps)
-       python ppo.py --reward model    227 s: the reward model is near chance on held-out pairs
-                                       (0.57), so PPO over-optimises it at once: its score climbs
-                                       ~0.6 std while true accuracy falls to ~0.03
+Run:   python ppo.py                   (time and result: README, Quick start)
+       python ppo.py --reward model    against a learned reward model (README: over-optimisation)
 Flags that switch variants: --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl,
 --ent_coef, --no-whiten_advantages, --temperature. Outputs: out/ppo/{metrics.csv, curves.png,
 model.pt (the policy), summary.json}. `python ppo.py -h` lists every flag.
@@ -66,14 +60,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-import sft  # only to train the starting checkpoint when there is none
+import checks
+import runs
 from gae import gae_advantages, whiten
-from toy_model import (AdditionTask, GPT, MetricLog, Tokenizer, compute_entropy, encode_prompts, evaluate,
-                       format_step, generate, load_checkpoint, log_generations, masked_mean, peak_rss_mib,
-                       pick_device, require, reward_fn, run_script, save_checkpoint, set_seed, write_json)
+from toy_model import (ScalarHead, compute_entropy, encode_prompts, evaluate, generate, kl_penalty,
+                       log_generations, masked_mean, reward_fn)
 
 
 @dataclass
@@ -81,13 +74,13 @@ class Config:
     # --- task ---
     digits: int = 3  # operand length; must match the SFT checkpoint
     n_test: int = 500  # held-out problems for evaluation, never trained on
-    sft_checkpoint: str = "out/sft/model.pt"  # starting policy; trained with sft.py's defaults if missing
+    sft_checkpoint: str = "out/sft/model.pt"  # starting policy (the default is made if missing)
     # --- sampling ---
     prompts_per_step: int = 128  # problems per rollout
-    samples_per_prompt: int = 1  # completions per problem (PPO needs no group: the critic is the baseline)
+    samples_per_prompt: int = 1  # completions per problem (no group: the critic is the baseline)
     temperature: float = 0.5  # sampling temperature of rollouts and of their log-probs
     # --- algorithm ---
-    reward: Literal["rule", "model"] = "rule"  # score: the task's verifier, or a learned reward model
+    reward: Literal["rule", "model"] = "rule"  # score: the task's verifier, or a learned model
     beta: float = 0.02  # weight of the per-token KL penalty in the reward
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # per-token KL estimate used in the reward
     missing_eos_penalty: float = -1.0  # score of a response that never produced end-of-text
@@ -96,9 +89,9 @@ class Config:
     whiten_advantages: bool = True  # normalise advantages to mean 0, std 1 over valid tokens
     cliprange: float = 0.2  # epsilon of the clipped surrogate
     cliprange_value: float = 0.2  # epsilon of the clipped value loss, around the rollout's values
-    vf_coef: float = 0.5  # weight of the value loss; with a separate critic, its own clip and Adam it barely matters
+    vf_coef: float = 0.5  # weight of the value loss (separate critic, own clip: matters little)
     ent_coef: float = 0.0  # weight of the entropy bonus (0: none)
-    target_kl: float | None = 0.05  # stop a rollout's epochs once approx KL(old || new) exceeds this
+    target_kl: float | None = 0.05  # stop a rollout's epochs once KL(old || new) exceeds this
     # --- reward model (--reward model) ---
     rm_prompts: int = 512  # problems sampled from the SFT model to build preference pairs
     rm_samples: int = 4  # completions per problem; pairs are (correct, incorrect) among them
@@ -110,7 +103,7 @@ class Config:
     ppo_epochs: int = 2  # passes over each rollout (inner loop)
     n_minibatches: int = 2  # minibatches per pass (must divide the rollout size)
     lr: float = 5e-5  # policy AdamW learning rate
-    critic_lr: float = 1e-4  # critic AdamW learning rate (1e-3 wrecks the SFT body: explained variance ~0.01)
+    critic_lr: float = 1e-4  # critic AdamW learning rate (1e-3 wrecks the SFT body it starts from)
     warmup_steps: int = 10  # linear warm-up of both learning rates over the first N rollouts
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.98  # AdamW second-moment decay
@@ -119,70 +112,28 @@ class Config:
     seed: int = 0  # seeds sampling, shuffling and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 10  # held-out greedy evaluation every N steps
+    log_every: int = 5  # print a console line every N steps (and on every evaluation)
     samples_every: int = 25  # print a few rollout completions with their rewards every N steps
     out_dir: str = "out/ppo"  # metrics.csv, curves.png, model.pt, summary.json go here
+    overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
 
     def __post_init__(self):
-        require(1 <= self.digits <= 6, "--digits must be between 1 and 6")
-        require(min(self.prompts_per_step, self.samples_per_prompt, self.steps, self.ppo_epochs,
-                    self.n_minibatches) >= 1, "sizes and step counts must be >= 1")
-        require((self.prompts_per_step * self.samples_per_prompt) % self.n_minibatches == 0,
-                f"rollout size {self.prompts_per_step * self.samples_per_prompt} is not divisible by "
-                f"--n_minibatches {self.n_minibatches}")
-        require(self.temperature > 0, "--temperature must be > 0")
-        require(self.beta >= 0 and self.vf_coef >= 0 and self.ent_coef >= 0,
-                "--beta, --vf_coef and --ent_coef must be >= 0")
-        require(0 < self.gamma <= 1 and 0 <= self.lam <= 1, "need 0 < --gamma <= 1 and 0 <= --lam <= 1")
-        require(self.cliprange > 0 and self.cliprange_value > 0, "--cliprange and --cliprange_value must be > 0")
-        require(self.target_kl is None or self.target_kl > 0, "--target_kl must be > 0 (or none)")
-        require(min(self.rm_prompts, self.rm_samples - 1, self.rm_steps, self.rm_batch_size) >= 1,
-                "--rm_prompts, --rm_steps, --rm_batch_size must be >= 1 and --rm_samples >= 2")
-        require(self.warmup_steps >= 0, "--warmup_steps must be >= 0")
-        require(min(self.lr, self.critic_lr, self.rm_lr, self.max_grad_norm) > 0,
-                "learning rates and --max_grad_norm must be > 0")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-        require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
-                "--n_test, --eval_every and --samples_every must be >= 1")
-
-
-class ScalarHead(nn.Module):
-    """A transformer with a scalar output per position: the critic reads V(s_t) at every response
-    position, the reward model reads r(q, o) at the last response token. Both start from the SFT
-    weights; the head starts at zero, so the first values are 0 and the body starts pretrained."""
-
-    def __init__(self, body: GPT):
-        super().__init__()
-        self.body = body
-        self.head = nn.Linear(body.cfg.d_model, 1, device=body.tok_emb.weight.device)  # next to the body
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body.hidden(idx)).squeeze(-1)  # (B, T)
+        checks.check_ppo(self)  # every bad value exits 2 with one line
 
 
 def response_log_probs(model, seq, prompt_len, temperature):
     """log pi(o_t | q, o_<t) and the entropy of pi at each response position, both (B, T) and
     differentiable (toy_model's get_response_log_probs detaches the entropy, the bonus needs it)."""
-    logits = model(seq[:, :-1])[:, prompt_len - 1:] / temperature  # (B, T, V): position t predicts o_t
-    log_probs = torch.gather(F.log_softmax(logits, dim=-1), -1, seq[:, prompt_len:, None]).squeeze(-1)
+    logits = model(seq[:, :-1])[:, prompt_len - 1:] / temperature  # (B, T, V): t predicts o_t
+    log_probs = torch.gather(F.log_softmax(logits, dim=-1), -1, seq[:, prompt_len:, None])
+    log_probs = log_probs.squeeze(-1)
     return log_probs, compute_entropy(logits)
 
 
-def kl_penalty(policy_log_probs, ref_log_probs, estimator="k1"):
-    """Per-token estimate of KL(pi || pi_ref) from tokens sampled by pi (Schulman's k1, k2, k3): (B, T)."""
-    log_r = ref_log_probs - policy_log_probs  # log pi_ref / pi
-    if estimator == "k1":
-        return -log_r  # unbiased, can be negative on a single token
-    if estimator == "k2":
-        return 0.5 * log_r ** 2  # biased, always >= 0
-    return torch.expm1(log_r) - log_r  # k3: unbiased and always >= 0; expm1 is accurate near r = 1
-
-
 def compute_ppo_rewards(scores, kl, response_mask, beta):
-    """r_t = -beta KL_t on every response token, plus the sequence's score on its last token. (B, T)"""
+    """r_t = -beta KL_t on every response token, plus the score on the last one: (B, T)"""
     rewards = -beta * kl * response_mask
-    last = response_mask.sum(dim=1).long() - 1  # index of end-of-text (or of the last token sampled)
+    last = response_mask.sum(dim=1).long() - 1  # index of end-of-text (or of the last token)
     rewards[torch.arange(len(scores)), last] += scores
     return rewards
 
@@ -199,13 +150,15 @@ def compute_ppo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange
 def compute_value_loss(values, old_values, returns, cliprange_value):
     """1/2 max((V - R)^2, (V_clipped - R)^2): the critic may move only eps_v from its rollout values
     before the pessimistic (clipped) error takes over. Returns ((B, T) loss, metadata)."""
-    values_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    step = torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    values_clipped = old_values + step
     unclipped, clipped = (values - returns) ** 2, (values_clipped - returns) ** 2
     return 0.5 * torch.max(unclipped, clipped), {"clipped": clipped > unclipped}
 
 
-def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, old_log_probs, old_values,
-                              advantages, returns, cliprange, cliprange_value, vf_coef, ent_coef):
+def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, old_log_probs,
+                              old_values, advantages, returns, cliprange, cliprange_value, vf_coef,
+                              ent_coef):
     """One minibatch: policy loss + vf_coef * value loss - ent_coef * entropy, each a mean over the
     minibatch's valid tokens; backward once. Returns (loss, metadata) for the log."""
     pg_loss, pg_meta = compute_ppo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange)
@@ -216,16 +169,18 @@ def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, 
     loss.backward()
     with torch.no_grad():
         log_ratio = policy_log_probs - old_log_probs  # approx KL(old || new), Schulman's k1 and k3
-        return loss, {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "entropy": entropy.item(),
+        return loss, {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
+                      "entropy": entropy.item(),
                       "clipfrac": masked_mean(pg_meta["clipped"].float(), response_mask).item(),
                       "vf_clipfrac": masked_mean(vf_meta["clipped"].float(), response_mask).item(),
                       "ratio": masked_mean(pg_meta["ratio"], response_mask).item(),
                       "approx_kl_k1": masked_mean(-log_ratio, response_mask).item(),
-                      "approx_kl_k3": masked_mean(log_ratio.exp() - 1 - log_ratio, response_mask).item()}
+                      "approx_kl_k3": masked_mean(log_ratio.exp() - 1 - log_ratio,
+                                                  response_mask).item()}
 
 
 def explained_variance(values, returns, mask):
-    """1 - Var(R - V) / Var(R) over valid tokens: 1 is a perfect critic, 0 no better than a constant."""
+    """1 - Var(R - V) / Var(R) over valid tokens: 1 is a perfect critic, 0 a constant's worth."""
     var = lambda x: masked_mean((x - masked_mean(x, mask)) ** 2, mask)
     return (1 - var(returns - values) / var(returns)).item() if var(returns) > 0 else float("nan")
 
@@ -247,25 +202,29 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device):
     problems = task.sample(cfg.rm_prompts, rng)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
     P, k = prompt_ids.shape[1], cfg.rm_samples
-    response_ids, response_mask = generate(policy, prompt_ids, task.max_new_tokens, tokenizer.eos_id,
-                                           tokenizer.pad_id, num_samples=k, temperature=cfg.temperature)
+    response_ids, response_mask = generate(policy, prompt_ids, task.max_new_tokens,
+                                           tokenizer.eos_id, tokenizer.pad_id, num_samples=k,
+                                           temperature=cfg.temperature)
     seq = torch.cat([prompt_ids.repeat_interleave(k, dim=0), response_ids], dim=1)  # (N k, P + T)
     correct = [reward_fn(tokenizer.decode(ids[:m]), problems[i // k].answer)["reward"] == 1
-               for i, (ids, m) in enumerate(zip(response_ids.tolist(), response_mask.sum(1).tolist()))]
+               for i, (ids, m) in enumerate(zip(response_ids.tolist(),
+                                                response_mask.sum(1).tolist()))]
     pairs = []  # (chosen row, rejected row), rows of the same prompt
     for i in range(len(problems)):
         rows = range(i * k, (i + 1) * k)
         pairs += list(zip([r for r in rows if correct[r]], [r for r in rows if not correct[r]]))
-    require(len(pairs) >= 10, f"only {len(pairs)} preference pairs: raise --rm_prompts")
+    runs.require(len(pairs) >= 10, f"only {len(pairs)} preference pairs: raise --rm_prompts")
     pairs = torch.tensor(pairs, device=device)  # (pairs, 2), prompts in order: the tail is held out
     n_train = int(0.8 * len(pairs))
     reward_model = ScalarHead(copy.deepcopy(policy))
-    optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.rm_lr, betas=(cfg.beta1, cfg.beta2))
+    optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.rm_lr,
+                                  betas=(cfg.beta1, cfg.beta2))
     for rm_step in range(1, cfg.rm_steps + 1):
         for group in optimizer.param_groups:  # the same warm-up as PPO's, for the same reason
-            group["lr"] = cfg.rm_lr * min(1.0, rm_step / cfg.warmup_steps) if cfg.warmup_steps else cfg.rm_lr
+            group["lr"] = runs.lr_at(rm_step, cfg.rm_lr, cfg.warmup_steps, cfg.rm_steps, False)
         batch = pairs[torch.randint(n_train, (cfg.rm_batch_size,))]  # (b, 2)
-        scores = sequence_scores(reward_model, seq[batch.flatten()], P, response_mask[batch.flatten()])
+        rows = batch.flatten()  # (2b,): chosen, rejected, chosen, ...
+        scores = sequence_scores(reward_model, seq[rows], P, response_mask[rows])
         loss = bradley_terry_loss(scores[0::2], scores[1::2])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reward_model.parameters(), cfg.max_grad_norm)
@@ -276,21 +235,20 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device):
         scores = sequence_scores(reward_model, seq, P, response_mask)  # (N k,)
         held_out = pairs[n_train:]
         accuracy = (scores[held_out[:, 0]] > scores[held_out[:, 1]]).float().mean().item()
-    print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples, {cfg.rm_steps} "
-          f"steps, last loss {loss.item():.3f}, held-out pair accuracy {accuracy:.3f}")
+    print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples, "
+          f"{cfg.rm_steps} steps, last loss {loss.item():.3f}, held-out pair accuracy "
+          f"{accuracy:.3f}")
     return reward_model, scores.mean().item(), scores.std().clamp_min(1e-6).item(), accuracy
 
 
 def train(cfg: Config, models: dict | None = None) -> dict:
     """Run PPO, evaluate, save. Returns the summary also written to summary.json; if `models` is
     given it receives the policy, reference and critic (the tests inspect them)."""
-    device = pick_device(cfg.device)
-    rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
-    sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
-    policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    require(policy.cfg.max_seq_len >= task.max_seq_len, f"{cfg.sft_checkpoint} holds too few positions")
+    t0 = time.time()
+    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
     policy.eval()  # no dropout anywhere in RL: at the first minibatch the ratio must be exactly 1
+    runs.check_response_budget(None, task, policy)  # the checkpoint holds enough positions
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
     critic = ScalarHead(copy.deepcopy(policy))  # V(s_t): SFT body, zero head
     optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": cfg.lr},
@@ -298,31 +256,28 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                                   betas=(cfg.beta1, cfg.beta2), weight_decay=0.0)
     B = cfg.prompts_per_step * cfg.samples_per_prompt  # sequences per rollout
     minibatch_size = B // cfg.n_minibatches
-    print(f"PPO on {cfg.digits}-digit addition from {cfg.sft_checkpoint} | {device} | {cfg.steps} steps x "
-          f"{B} responses, {cfg.ppo_epochs} epochs x {cfg.n_minibatches} minibatches | score: {cfg.reward}")
-
-    t0 = time.time()
     if cfg.reward == "model":  # 0. Learn the score from preferences first, then freeze it.
-        reward_model, rm_mean, rm_std, rm_accuracy = train_reward_model(cfg, policy, task, tokenizer, rng, device)
-        rm_seconds = time.time() - t0
-    log = MetricLog()
-    start_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-    print(f"step 0 | held-out accuracy {start_metrics['accuracy']:.3f}")
-    t_start, step, eval_metrics, interrupted = time.time(), 0, start_metrics, False
+        reward_model, rm_mean, rm_std, rm_accuracy = train_reward_model(
+            cfg, policy, task, tokenizer, rng, device)
+    log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
+                           f"{cfg.n_minibatches} minibatches | score: {cfg.reward} | "
+                           f"kl: KL(pi_old || pi_ref) per sequence", t0)
+    samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     try:
         for step in range(1, cfg.steps + 1):
+            lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cosine=False)
             for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
-                # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: without a
-                # warm-up they wreck the SFT model (an earlier checkpoint: 0.39 -> 0.09 after 4 steps at 1e-4).
-                group["lr"] = peak * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else peak
+                # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.
+                group["lr"] = runs.lr_at(step, peak, cfg.warmup_steps, cfg.steps, cosine=False)
             # 1. Rollout: sample responses from the current policy (pi_old for this step).
             problems = task.sample(cfg.prompts_per_step, rng)
             prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
             P = prompt_ids.shape[1]
-            response_ids, response_mask = generate(policy, prompt_ids, task.max_new_tokens, tokenizer.eos_id,
-                                                   tokenizer.pad_id, num_samples=cfg.samples_per_prompt,
-                                                   temperature=cfg.temperature)  # (B, T) each
-            seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0), response_ids], dim=1)
+            response_ids, response_mask = generate(
+                policy, prompt_ids, task.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                num_samples=cfg.samples_per_prompt, temperature=cfg.temperature)  # (B, T) each
+            seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0),
+                             response_ids], dim=1)  # (B, P + T)
             response_mask = response_mask.float()
 
             # 2. Reward: a score per sequence; true correctness is logged whatever the score source.
@@ -335,18 +290,19 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                 scores = torch.tensor([r["reward"] for r in true_rewards], device=device)  # (B,)
             else:
                 with torch.inference_mode():
-                    scores = (sequence_scores(reward_model, seq, P, response_mask) - rm_mean) / rm_std
+                    scores = sequence_scores(reward_model, seq, P, response_mask)
+                    scores = (scores - rm_mean) / rm_std  # normalised on the SFT model's samples
             scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
 
-            # 3. Advantage: old log-probs, reference log-probs and values once per rollout, then GAE.
+            # 3. Advantage: old and reference log-probs and values once per rollout, then GAE.
             with torch.inference_mode():
                 old_log_probs, _ = response_log_probs(policy, seq, P, cfg.temperature)  # (B, T)
                 ref_log_probs, _ = response_log_probs(reference, seq, P, cfg.temperature)  # (B, T)
                 values = critic(seq[:, :-1])[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
-                kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask  # (B, T)
+                kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask
                 rewards = compute_ppo_rewards(scores, kl, response_mask, cfg.beta)  # (B, T)
-                advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)  # (B, T)
-                returns = advantages + values  # value targets, before whitening
+                advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)
+                returns = advantages + values  # value targets, before whitening; (B, T)
                 if cfg.whiten_advantages:
                     advantages = whiten(advantages, response_mask)
 
@@ -357,83 +313,65 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                     log_probs, entropy = response_log_probs(policy, seq[idx], P, cfg.temperature)
                     new_values = critic(seq[idx, :-1])[:, P - 1:]  # (b, T)
                     _, meta = ppo_microbatch_train_step(
-                        log_probs, entropy, new_values, response_mask[idx], old_log_probs[idx], values[idx],
-                        advantages[idx], returns[idx], cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
-                        cfg.ent_coef)
-                    meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm).item()
+                        log_probs, entropy, new_values, response_mask[idx], old_log_probs[idx],
+                        values[idx], advantages[idx], returns[idx], cfg.cliprange,
+                        cfg.cliprange_value, cfg.vf_coef, cfg.ent_coef)
+                    meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(),
+                                                                       cfg.max_grad_norm).item()
                     torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     stats.append(meta)
-                epoch_kl = sum(s["approx_kl_k3"] for s in stats[-cfg.n_minibatches:]) / cfg.n_minibatches
+                epoch_kl = sum(s["approx_kl_k3"] for s in stats[-cfg.n_minibatches:])
+                epoch_kl /= cfg.n_minibatches
                 if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
                     break  # the policy moved far enough from pi_old: sample a fresh rollout
 
             # 5. Log: rollout statistics, update statistics averaged over minibatches, eval every N.
-            row = {"step": step, "score": scores.mean().item(),
+            row = {"step": step, "lr": lr, "score": scores.mean().item(),
                    "accuracy": sum(r["reward"] for r in true_rewards) / B,
                    "format_rate": sum(r["format_reward"] for r in true_rewards) / B,
                    "kl": kl.sum(dim=1).mean().item(),  # KL(pi_old || pi_ref) per sequence
                    "explained_variance": explained_variance(values, returns, response_mask),
                    "value_mean": masked_mean(values, response_mask).item(),
-                   "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epoch + 1}
-            row.update({k: sum(s[k] for s in stats) / len(stats) for k in stats[0]})
+                   "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epoch + 1,
+                   **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
+            eval_metrics = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-                row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-            row["seconds"] = time.time() - t_start
-            log.append(row)
-            shown = {"score": row["score"], "acc": row["accuracy"], "kl": row["kl"], "clip": row["clipfrac"],
-                     "vclip": row["vf_clipfrac"], "approx_kl": row["approx_kl_k3"],
-                     "ev": row["explained_variance"], "ent": row["entropy"], "len": row["response_len"]}
-            if "eval_accuracy" in row:
-                shown["held-out acc"] = row["eval_accuracy"]
-            print(format_step(step, cfg.steps, row["seconds"], shown))
+            log.step(row, ["score", "accuracy", "kl", "clipfrac", "vf_clipfrac", "approx_kl_k3",
+                           "explained_variance", "entropy", "response_len"], eval_metrics)
             if step % cfg.samples_every == 0:
-                log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t, "reward": s}
-                                 for p, r, t, s in zip(problems, responses, true_rewards, scores.tolist())],
+                log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
+                                  "reward": s} for p, r, t, s in
+                                 zip(problems, responses, true_rewards, scores.tolist())],
                                 title=f"rollout samples at step {step} (reward = score)")
     except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted at step {step}: evaluating and saving what we have")
-        eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+        samples = log.interrupted(policy, tokenizer, task)
 
-    # The end of the run: held-out evaluation, summary, curves, checkpoint.
-    wall = time.time() - t0
-    last = log.rows[-10:]  # one step's explained variance is noisy: also the mean of the last 10
-    summary = {"algorithm": "ppo", "reward": cfg.reward, "start_accuracy": start_metrics["accuracy"],
-               "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
-               "final_explained_variance": last[-1]["explained_variance"] if last else None,
-               "explained_variance_last_10": sum(r["explained_variance"] for r in last) / len(last) if last else None,
-               "final_kl": last[-1]["kl"] if last else None, "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()),
-               "seconds_per_step": round((time.time() - t_start) / max(1, len(log.rows)), 3),
-               "interrupted": interrupted, "device": str(device), "config": dataclasses.asdict(cfg)}
-    if cfg.reward == "model":
-        summary.update(reward_model_pair_accuracy=rm_accuracy, reward_model_seconds=round(rm_seconds, 2))
-    log_generations(samples, title="final held-out samples")
-    save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), policy, cfg.digits, dataclasses.asdict(cfg))
-    if log.rows:
-        log.write_csv(os.path.join(cfg.out_dir, "metrics.csv"))
-        log.plot(os.path.join(cfg.out_dir, "curves.png"), [
-            (f"score ({cfg.reward}) next to true accuracy", ["score", "accuracy", "eval_accuracy"]),
-            ("KL(pi || pi_ref) per sequence", ["kl"]),
-            ("policy: clip fraction, approx KL(old || new)", ["clipfrac", "approx_kl_k1", "approx_kl_k3"]),
-            ("critic: explained variance, value clip fraction", ["explained_variance", "vf_clipfrac"]),
-            ("losses", ["pg_loss", "vf_loss"]),
-            ("token entropy: rollouts (at --temperature), held-out (at 1)", ["entropy", "eval_entropy"]),
-            ("response length (tokens)", ["response_len", "eval_response_len"]),
-            ("epochs run per rollout (early stop on target_kl)", ["epochs"]),
-            ("mean value V(s_t)", ["value_mean"]),
-        ], title=f"PPO ({cfg.reward} score), {cfg.digits}-digit addition")
-    write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
-    print(f"done in {wall:.0f} s: held-out accuracy {summary['start_accuracy']:.3f} -> "
-          f"{summary['final_accuracy']:.3f}, explained variance (last 10 steps) "
-          f"{summary['explained_variance_last_10']}; wrote {cfg.out_dir}/")
     if models is not None:
         models.update(policy=policy, reference=reference, critic=critic)
-    return summary
+    last = [r for r in log.rows if r["step"] > 0][-10:]  # one step's explained variance is noisy
+    title = f"PPO ({cfg.reward} score), {cfg.digits}-digit addition"
+    return log.finish(policy, samples, "ppo", CURVES, title, {
+        "reward": cfg.reward, "final_kl": last[-1]["kl"] if last else None,
+        "final_explained_variance": last[-1]["explained_variance"] if last else None,
+        "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
+                                       if last else None),
+        **({"reward_model_pair_accuracy": rm_accuracy} if cfg.reward == "model" else {})})
 
+
+CURVES = [  # curves.png: (panel title, metrics.csv columns)
+    ("score next to true accuracy", ["score", "accuracy", "eval_accuracy"]),
+    ("KL(pi_old || pi_ref) per sequence", ["kl"]),
+    ("policy: clip fraction, approx KL(old || new)", ["clipfrac", "approx_kl_k1", "approx_kl_k3"]),
+    ("critic: explained variance, value clip fraction", ["explained_variance", "vf_clipfrac"]),
+    ("losses", ["pg_loss", "vf_loss"]),
+    ("token entropy: rollouts (at --temperature), held-out (at 1)", ["entropy", "eval_entropy"]),
+    ("response length (tokens)", ["response_len", "eval_response_len"]),
+    ("epochs run per rollout (early stop on target_kl)", ["epochs"]),
+    ("learning rate (policy)", ["lr"]),
+]
 
 if __name__ == "__main__":
-    run_script(train, Config, __doc__)
+    runs.run_script(train, Config, __doc__)

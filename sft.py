@@ -12,8 +12,8 @@ gradient of one batch k times larger. Prompt tokens are never a target. Departur
 real cold-start SFT: the model starts from scratch (no pretraining), and demonstrations come from
 an infinite generator rather than a fixed data set, so there is no epoch and no overfitting.
 
-Run:   python sft.py                    23 s on a 2-core CPU, held-out accuracy 0.414 (see README)
-       python sft.py --steps 1000       118 s: held-out accuracy 1.000
+Run:   python sft.py                (time and result: README, Quick start)
+       python sft.py --steps 1000   the same, trained to near-perfect accuracy
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
 every flag.
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from toy_model import (AdditionTask, GPT, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
-                       get_response_log_probs, log_generations, lr_at, masked_mean, masked_normalize,
-                       peak_rss_mib, pick_device, require, run_script, save_checkpoint, set_seed,
-                       tokenize_prompt_and_output, write_json)
+import checks
+import runs
+from toy_model import (GPT, GPTConfig, evaluate, get_response_log_probs, log_generations,
+                       masked_mean, masked_normalize, tokenize_prompt_and_output)
 
 
 @dataclass
@@ -38,14 +38,14 @@ class Config:
     # --- task ---
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
-    abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention, at random
+    abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention
     # --- model ---
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
     d_model: int = 128  # width of the residual stream
-    dropout: float = 0.0  # dropout probability; off so that runs are exactly reproducible
+    dropout: float = 0.0  # off: RL needs the ratio pi_theta / pi_old to be exactly 1 on-policy
     # --- optimisation ---
-    steps: int = 160  # optimizer steps; the default stops short of perfect on purpose
+    steps: int = 160  # optimizer steps, also the length of the lr schedule; short of perfect
     batch_size: int = 64  # demonstrations per optimizer step
     gradient_accumulation_steps: int = 1  # micro-batches per step (batch_size must divide)
     normalize_constant: float = 1.0  # each sequence's summed NLL is divided by this (CS336)
@@ -59,26 +59,13 @@ class Config:
     seed: int = 0  # seeds initialisation and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 50  # held-out greedy evaluation every N steps
+    log_every: int = 10  # print a console line every N steps (and on every evaluation)
     samples_every: int = 100  # print a few held-out completions every N steps
     out_dir: str = "out/sft"  # metrics.csv, curves.png, model.pt, summary.json go here
+    overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
 
     def __post_init__(self):
-        require(1 <= self.digits <= 6, "--digits must be between 1 and 6")
-        require(self.steps >= 1 and self.batch_size >= 1, "--steps and --batch_size must be >= 1")
-        require(self.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1")
-        require(self.batch_size % self.gradient_accumulation_steps == 0,
-                f"--batch_size {self.batch_size} is not divisible by "
-                f"--gradient_accumulation_steps {self.gradient_accumulation_steps}")
-        require(self.d_model % self.n_head == 0, "--d_model must be divisible by --n_head")
-        require(min(self.n_layer, self.n_head, self.d_model) >= 1, "model sizes must be >= 1")
-        require(self.lr > 0 and self.normalize_constant > 0, "--lr and --normalize_constant must be > 0")
-        require(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-        require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.max_grad_norm > 0,
-                "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
-        require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
-                "--n_test, --eval_every and --samples_every must be >= 1")
-        require(0 <= self.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
+        checks.check_sft(self)  # every bad value exits 2 with one line
 
 
 def demonstrations(problems, abstain_fraction, rng) -> list[str]:
@@ -106,9 +93,7 @@ def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumula
 
 def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
-    device = pick_device(cfg.device)
-    rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
+    device, rng, task, tokenizer = runs.setup(cfg)  # checks the output folder, seeds
     model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
                           dropout=cfg.dropout)).to(device)
@@ -119,16 +104,12 @@ def train(cfg: Config) -> dict:
                                   lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     micro_size = cfg.batch_size // cfg.gradient_accumulation_steps
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"SFT on {cfg.digits}-digit addition | {n_params:,} parameters | {device} | "
-          f"{cfg.steps} steps x {cfg.batch_size} demonstrations")
-
-    log = MetricLog()
-    start_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
-    print(f"step 0 | held-out accuracy {start_metrics['accuracy']:.3f}")
-    t0, step, eval_metrics, interrupted = time.time(), 0, start_metrics, False
+    log = runs.RunLog(cfg, f"SFT on {cfg.digits}-digit addition | {n_params:,} parameters | "
+                           f"{device} | {cfg.steps} steps x {cfg.batch_size} demonstrations")
+    samples = log.start(*evaluate(model, tokenizer, task.test, task.max_new_tokens))
     try:
         for step in range(1, cfg.steps + 1):
-            lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+            lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.
@@ -138,8 +119,8 @@ def train(cfg: Config) -> dict:
             # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
             for i in range(0, cfg.batch_size, micro_size):
                 chunk = problems[i:i + micro_size]
-                batch = tokenize_prompt_and_output([p.prompt for p in chunk], targets[i:i + micro_size],
-                                                   tokenizer)
+                batch = tokenize_prompt_and_output([p.prompt for p in chunk],
+                                                   targets[i:i + micro_size], tokenizer)
                 input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
                 response_mask = batch["response_mask"].to(device)  # (B, T)
                 out = get_response_log_probs(model, input_ids, labels, return_token_entropy=True)
@@ -156,57 +137,28 @@ def train(cfg: Config) -> dict:
             # 4. Log: per-token NLL (the loss without the CS336 scaling), entropy, grad norm.
             row = {"step": step, "nll_per_token": nll_sum / n_tokens,
                    "entropy": entropy_sum / cfg.batch_size, "grad_norm": grad_norm, "lr": lr}
+            eval_metrics = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 eval_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
-                row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-            row["seconds"] = time.time() - t0
-            log.append(row)
-            shown = {"nll/token": row["nll_per_token"], "entropy": row["entropy"], "grad": grad_norm}
-            if "eval_accuracy" in row:
-                shown.update({"held-out acc": row["eval_accuracy"], "format": row["eval_format_rate"]})
-                if cfg.abstain_fraction > 0:
-                    shown["abstain"] = row["eval_abstain_rate"]
-            print(format_step(step, cfg.steps, row["seconds"], shown))
+            log.step(row, ["nll_per_token", "entropy", "grad_norm"]
+                     + (["eval_abstain_rate"] if cfg.abstain_fraction > 0 else []), eval_metrics)
             if step % cfg.samples_every == 0:
                 log_generations(samples, title=f"held-out samples at step {step}")
     except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted at step {step}: evaluating and saving what we have")
-        eval_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
+        samples = log.interrupted(model, tokenizer, task)
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
-    wall = time.time() - t0
-    summary = {"algorithm": "sft", "start_accuracy": start_metrics["accuracy"],
-               "final_accuracy": eval_metrics["accuracy"], "final_format_rate": eval_metrics["format_rate"],
-               "final_eos_rate": eval_metrics["eos_rate"], "steps": len(log.rows),
-               "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_rss_mib()), "interrupted": interrupted,
-               "device": str(device), "config": dataclasses.asdict(cfg)}
-    log_generations(samples, title="final held-out samples")
-    save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), model, cfg.digits, dataclasses.asdict(cfg))
-    if log.rows:
-        log.write_csv(os.path.join(cfg.out_dir, "metrics.csv"))
-        log.plot(os.path.join(cfg.out_dir, "curves.png"), [
-            ("training NLL per response token", ["nll_per_token"]),
-            ("held-out accuracy and format", ["eval_accuracy", "eval_format_rate", "eval_eos_rate"]),
-            ("token entropy (nats)", ["entropy", "eval_entropy"]),
-            ("gradient norm (before clipping)", ["grad_norm"]),
-            ("held-out response length", ["eval_response_len_correct", "eval_response_len_incorrect"]),
-        ], title=f"SFT, {cfg.digits}-digit addition")
-    write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
-    print(f"done in {wall:.0f} s: held-out accuracy {summary['start_accuracy']:.3f} -> "
-          f"{summary['final_accuracy']:.3f}, format {eval_metrics['format_rate']:.3f}, "
-          f"end-of-text {eval_metrics['eos_rate']:.3f}; wrote {cfg.out_dir}/")
-    return summary
+    return log.finish(model, samples, "sft", CURVES, f"SFT, {cfg.digits}-digit addition")
 
 
-
-def train_if_missing(checkpoint: str, digits: int, device: str) -> None:
-    """The RL scripts start from `checkpoint`; if it is the default one (out/sft/model.pt) and does
-    not exist yet, train it first with this file's defaults. Any other missing path is left for
-    load_checkpoint to report as an error."""
-    if checkpoint == os.path.join(Config.out_dir, "model.pt") and not os.path.exists(checkpoint):
-        print(f"no SFT checkpoint at {checkpoint}: training one first with sft.py's defaults")
-        train(Config(digits=digits, device=device))
+CURVES = [  # curves.png: (panel title, metrics.csv columns)
+    ("training NLL per response token", ["nll_per_token"]),
+    ("held-out accuracy and format", ["eval_accuracy", "eval_format_rate", "eval_eos_rate"]),
+    ("token entropy (nats)", ["entropy", "eval_entropy"]),
+    ("gradient norm (before clipping)", ["grad_norm"]),
+    ("held-out response length", ["eval_response_len_correct", "eval_response_len_incorrect"]),
+    ("learning rate", ["lr"]),
+]
 
 if __name__ == "__main__":
-    run_script(train, Config, __doc__)
+    runs.run_script(train, Config, __doc__)

@@ -1,8 +1,7 @@
-"""Everything that is not an algorithm: the addition task, the tokenizer, a tiny GPT with a KV
-cache, sampling, the CS336 model helpers, evaluation, checkpoints, metric logs and plots.
-
-The algorithm files (sft.py, grpo.py, dpo.py, ppo.py) import from here and keep their own
-objective inline. Read this file once; after that every script reads on its own.
+"""What every script shares and a student reads once: the addition task and its reward, the
+tokenizer, a tiny GPT with a KV cache, sampling, the CS336 model helpers, the KL estimators,
+and evaluation. The run plumbing (flags, checkpoints, logs, plots) is in runs.py, which you
+need not read. The algorithm files import from here and keep their own objective inline.
 
 Task. Add two d-digit numbers. Operands are zero-padded to d digits so that every prompt has the
 same length (2d + 2 tokens): batched sampling then needs no left padding. The response follows
@@ -16,19 +15,8 @@ digits so the carry is always visible.
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import dataclasses
-import inspect
-import json
 import math
-import os
-import random
 import re
-import sys
-import tempfile
-import types
-import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,15 +24,6 @@ import tiktoken
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
-class UserError(ValueError):
-    """Bad input from the user (a flag, a file): scripts print it in one line and exit 2."""
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,9 +75,9 @@ class AdditionTask:
         self.test = [Problem(int(i) // 10 ** digits, int(i) % 10 ** digits, digits) for i in ids]
         self._test_set = {(p.a, p.b) for p in self.test}
         self.prompt_len = 2 * digits + 2
-        self.response_len = 10 * digits + 5  # longest correct response in tokens, end-of-text included
-        self.max_new_tokens = self.response_len + 5  # sampling budget: a little room for wrong answers
-        self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold: 48 at 3 digits
+        self.response_len = 10 * digits + 5  # longest correct response, end-of-text included
+        self.max_new_tokens = self.response_len + 5  # sampling budget: room for wrong answers
+        self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
         """n training problems, operands uniform in [0, 10^d), never one from the test set."""
@@ -116,9 +95,10 @@ RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|e
 ABSTENTION = "<think>?</think><answer>?</answer><|endoftext|>"
 
 
-def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = None) -> dict[str, float]:
+def reward_fn(response: str, ground_truth: str,
+              abstain_reward: float | None = None) -> dict[str, float]:
     """CS336's r1_zero convention, {"reward", "format_reward", "answer_reward"}: unformatted
-    gives 0, 0, 0; formatted but wrong 0, 1, 0; correct 1, 1, 1. Formatted means the whole response is
+    gives 0, 0, 0; formatted but wrong 0, 1, 0; correct 1, 1, 1. Formatted: the whole response is
     <think>scratchpad</think><answer>digits</answer> followed by end-of-text and nothing else.
     With abstain_reward set (not in CS336), the ABSTENTION response counts as formatted and scores
     abstain_reward, 1, 0; without it, it is unformatted like any other stray text."""
@@ -141,10 +121,8 @@ SPECIALS = ["<think>", "</think>", "<answer>", "</answer>", EOS, PAD]
 
 class Tokenizer(tiktoken.Encoding):
     """20 tokens: the task's characters, then the tags, end-of-text and a separate padding token.
-
     tiktoken aborts the process on a byte outside its vocabulary, so `encode` checks first and
-    `decode` checks ids; both raise ValueError naming what is unknown.
-    """
+    `decode` checks ids; both raise ValueError naming what is unknown."""
 
     def __init__(self):
         ranks = {c.encode(): i for i, c in enumerate(CHARS)}
@@ -181,7 +159,7 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of every position seen so far, per layer: (layers, B, heads, max_len, d_head).
+    """Keys and values of every position seen so far: (layers, B, heads, max_len, d_head).
 
     Sized for the prompt plus the new tokens and filled in place (reallocated once, G times bigger,
     when each prompt gets G samples); a position is only read after it has been written, so the
@@ -230,7 +208,8 @@ class Block(nn.Module):
     def forward(self, x, layer: int, cache: KVCache | None):
         B, T, C = x.shape
         # q, k, v: each (B, heads, T, d_head), split out of one fused projection
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, heads, positions so far, d_head)
         S = k.shape[2]  # positions attended to: the cache's so far, or T without a cache
@@ -240,9 +219,10 @@ class Block(nn.Module):
         if T > 1:  # causal: new token i sits at position S - T + i and sees positions <= that
             visible = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             scores = scores.masked_fill(~visible, float("-inf"))
-        attention = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)  # (B, heads, T, S)
+        attention = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)  # (B, h, T, S)
         y = attention @ v  # (B, heads, T, d_head)
-        x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)), self.dropout, self.training)
+        y = self.proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side, then mixed
+        x = x + F.dropout(y, self.dropout, self.training)
         return x + self.mlp(self.ln2(x))
 
 
@@ -258,17 +238,19 @@ class GPT(nn.Module):
         self.head.weight = self.tok_emb.weight  # tied input and output embeddings
         for name, p in self.named_parameters():  # GPT-2 initialisation
             if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+                residual = name.endswith(("proj.weight", "mlp.2.weight"))  # scaled by depth
+                std = 0.02 / math.sqrt(2 * cfg.n_layer) if residual else 0.02
                 nn.init.normal_(p, 0.0, std)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, d_model) final hidden states. With a cache, idx continues it."""
+        """(B, T) token ids -> (B, T, d_model) hidden states; with a cache, idx continues it."""
         start = cache.pos if cache is not None else 0
-        assert start == 0 or idx.shape[1] == 1, "the cache takes a whole prompt, then one token at a time"
+        assert start == 0 or idx.shape[1] == 1, "a cache takes a prompt, then one token at a time"
         assert start + idx.shape[1] <= self.cfg.max_seq_len, "sequence longer than max_seq_len"
-        x = self.tok_emb(idx) + self.pos_emb(torch.arange(start, start + idx.shape[1], device=idx.device))
+        positions = torch.arange(start, start + idx.shape[1], device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(positions)
         x = F.dropout(x, self.cfg.dropout, self.training)
         for layer, block in enumerate(self.blocks):
             x = block(x, layer, cache)
@@ -315,7 +297,7 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
             next_id = logits.argmax(dim=-1)
         else:
             next_id = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1).squeeze(1)
-        masks.append(~done)  # done is still the previous step's: this token, end-of-text included, counts
+        masks.append(~done)  # done is the previous step's: this token (even end-of-text) counts
         next_id = torch.where(done, pad_id, next_id)  # finished rows only get padding
         tokens.append(next_id)
         done = done | (next_id == eos_id)
@@ -390,6 +372,36 @@ def masked_mean(tensor, mask, dim=None):
     return (tensor * mask).sum(dim=dim) / mask.sum(dim=dim)
 
 
+def kl_penalty(policy_log_probs, ref_log_probs, estimator):
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled by pi (Schulman's k1, k2, k3),
+    all (B, T). With r = pi_ref / pi: k1 = -log r is unbiased but can be negative on one token, and
+    as a loss term its expected gradient on-policy is 0 (it is grad log pi, whose mean is 0); k2 =
+    (log r)^2 / 2 is biased, always >= 0; k3 = r - 1 - log r is unbiased and >= 0, and as a loss
+    term its gradient is that of KL(pi_ref || pi), not KL(pi || pi_ref) (DeepSeekMath's choice)."""
+    log_r = ref_log_probs - policy_log_probs
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r ** 2
+    return torch.expm1(log_r) - log_r  # k3; expm1 is accurate near r = 1
+
+
+class ScalarHead(nn.Module):
+    """A transformer with a scalar output per position: PPO's critic reads V(s_t) at every response
+    position, a reward model reads r(q, o) at the last response token. The body starts from the
+    SFT weights, the head at zero, so the first outputs are 0."""
+
+    def __init__(self, body: GPT):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.cfg.d_model, 1, device=body.tok_emb.weight.device)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body.hidden(idx)).squeeze(-1)  # (B, T)
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
@@ -397,8 +409,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_
              batch_size: int = 125) -> tuple[dict, list[dict]]:
     """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention and
     end-of-text rates, mean response length over all, correct and incorrect answers, and the
-    policy's mean token entropy on its own responses; samples hold each prompt, response, reward.
-    125 prompts per batch: on a CPU as fast as 512, for a quarter of the memory."""
+    policy's mean token entropy on its own responses; samples hold each prompt, response, reward."""
     device = next(model.parameters()).device
     samples, entropies = [], []
     for i in range(0, len(problems), batch_size):
@@ -440,201 +451,3 @@ def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> 
     for s in samples[:n]:
         print(f"  {s['prompt']}{s['response']}  [answer {s['answer']}, "
               f"format {s['format_reward']:.0f}, reward {s['reward']:.0f}]")
-
-
-# ----------------------------------------------------------------------------------------------
-# Config dataclass -> command line, with the field comments as help
-# ----------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_config(config_cls, argv=None, description: str | None = None):
-    """Build argparse from a Config dataclass: one --flag per field, the comment after the field
-    as its help, `# --- name ---` lines as groups. Invalid values exit 2 with one line."""
-    help_of, group_of, group = {}, {}, "options"
-    for line in inspect.getsource(config_cls).splitlines():
-        line = line.strip()
-        if m := re.fullmatch(r"#\s*-+\s*(.+?)\s*-+", line):
-            group = m.group(1)
-        elif m := re.match(r"(\w+)\s*:.*?#\s*(.+)$", line):
-            help_of[m.group(1)], group_of[m.group(1)] = m.group(2), group
-    prog = os.path.basename(sys.argv[0]) if argv is None else config_cls.__module__ + ".py"
-    parser = _Parser(prog=prog, description=description,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    groups = {}
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        g = groups.setdefault(group_of.get(f.name, "options"),
-                              parser.add_argument_group(group_of.get(f.name, "options")))
-        kind, flag = hints[f.name], "--" + f.name
-        text = f"{help_of.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse formats help
-        if kind is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
-        elif typing.get_origin(kind) is typing.Literal:
-            g.add_argument(flag, choices=typing.get_args(kind), default=f.default, help=text)
-        elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[float]: "none" or a number
-            base = [t for t in typing.get_args(kind) if t is not type(None)][0]
-            g.add_argument(flag, type=lambda s, b=base: None if s.lower() == "none" else b(s),
-                           default=f.default, metavar=base.__name__.upper(), help=text)
-        else:
-            g.add_argument(flag, type=kind, default=f.default, metavar=kind.__name__.upper(), help=text)
-    args = parser.parse_args(argv)
-    try:
-        return config_cls(**vars(args))
-    except UserError as e:
-        parser.error(str(e))
-
-
-def run_script(main, config_cls, description: str) -> None:
-    """`python X.py --flags`: parse the Config, run main(cfg), turn a UserError into one line + exit 2."""
-    cfg = parse_config(config_cls, description=description)
-    try:
-        main(cfg)
-    except UserError as e:
-        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-# ----------------------------------------------------------------------------------------------
-# Runs: device, seeds, checkpoints, metric logs, plots (all writes atomic)
-# ----------------------------------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    require(name in ("cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps, not {name!r}")
-    require(name != "cuda" or torch.cuda.is_available(), "--device cuda: no CUDA device found")
-    return torch.device(name)
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident memory so far, in MiB (Linux VmHWM; elsewhere ru_maxrss)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        import resource, sys
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 1024)
-
-
-def set_seed(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and torch; return the NumPy generator that draws the training problems."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
-
-
-def _atomic_write(path: str, write) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_json(path: str, obj) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-def save_checkpoint(path: str, model: GPT, digits: int, run_config: dict | None = None) -> None:
-    """fp32 state dict plus what rebuilds the model: its GPTConfig, the task's digits, the vocab."""
-    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    ckpt = {"model_config": dataclasses.asdict(model.cfg), "digits": digits,
-            "vocab": CHARS + "".join(SPECIALS), "state_dict": state, "run_config": run_config}
-    _atomic_write(path, lambda f: torch.save(ckpt, f))
-
-
-def load_checkpoint(path: str, digits: int | None = None, device="cpu") -> tuple[GPT, dict]:
-    """Rebuild the model saved at `path`. Missing, corrupt, or built for another task: UserError."""
-    require(os.path.exists(path), f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # unpickling, missing keys and shape mismatches all land here
-        raise UserError(f"checkpoint {path} is corrupt or not a model checkpoint "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    require(ckpt.get("vocab") == CHARS + "".join(SPECIALS),
-            f"checkpoint {path} was built with another tokenizer")
-    require(digits is None or ckpt.get("digits") == digits,
-            f"checkpoint {path} was trained on {ckpt.get('digits')}-digit problems, not {digits}")
-    return model.to(device), ckpt
-
-
-class MetricLog:
-    """One row per step; metrics.csv is rewritten atomically, so a crash never leaves half a file."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def append(self, row: dict) -> None:
-        self.rows.append(row)
-
-    def write_csv(self, path: str) -> None:
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        def write(f):
-            text = open(f.fileno(), "w", newline="", closefd=False)
-            writer = csv.DictWriter(text, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-            text.flush()
-        _atomic_write(path, write)
-
-    def plot(self, path: str, panels: list[tuple[str, list[str]]], title: str = "") -> None:
-        """One subplot per (title, keys); steps on x; missing values (eval every N steps) skipped."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        cols = min(3, len(panels))
-        fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols,
-                                 figsize=(4.2 * cols, 3.0 * ((len(panels) + cols - 1) // cols)),
-                                 squeeze=False)
-        for ax, (name, keys) in zip(axes.flat, panels):
-            for key in keys:
-                pts = [(r["step"], r[key]) for r in self.rows if r.get(key) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
-            ax.set_title(name, fontsize=10)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-            if len(keys) > 1:
-                ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        fig.suptitle(title, fontsize=11)
-        fig.tight_layout()
-        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
-        plt.close(fig)
-
-
-def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, cosine: bool = True) -> float:
-    """Linear warm-up to peak_lr over warmup_steps, then cosine decay to peak_lr / 10 at
-    total_steps (or constant, with cosine=False). Steps count from 1."""
-    if step <= warmup_steps:
-        return peak_lr * step / warmup_steps
-    if not cosine:
-        return peak_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def format_step(step: int, total: int, elapsed: float, metrics: dict) -> str:
-    """`step 12/300 | loss 0.123 | ... | 0.21 s/step | 1m02s left`: the per-step console line."""
-    per_step = elapsed / step
-    left = per_step * (total - step)
-    parts = [f"step {step:>{len(str(total))}}/{total}"]
-    parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()]
-    parts += [f"{per_step:.2f} s/step", f"{int(left // 60)}m{int(left % 60):02d}s left"]
-    return " | ".join(parts)

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 import dpo
-from toy_model import (GPT, GPTConfig, Problem, Tokenizer, UserError, load_checkpoint,
-                       tokenize_prompt_and_output)
+from runs import UserError, load_checkpoint
+from toy_model import GPT, GPTConfig, Problem, Tokenizer, tokenize_prompt_and_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()

@@ -11,7 +11,8 @@ import grpo
 from grpo import (Config, compute_grpo_clip_loss, compute_group_normalized_rewards,
                   compute_naive_policy_gradient_loss, compute_policy_gradient_loss,
                   grpo_microbatch_train_step, kl_penalty)
-from toy_model import GPT, GPTConfig, Tokenizer, UserError, generate, get_response_log_probs, parse_config
+from runs import UserError, parse_config
+from toy_model import GPT, GPTConfig, Tokenizer, generate, get_response_log_probs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
@@ -253,14 +254,15 @@ def test_shuffled_rows_keep_their_group_advantage(small_sft, tmp_path, monkeypat
 
 
 def test_two_steps_move_policy_not_reference(small_sft, tmp_path, monkeypatch):
-    loaded, real_load = [], grpo.load_checkpoint
+    import copy
+    from types import SimpleNamespace
+    loaded = []  # the policy (deep-copied once, into the reference) and the reference
 
-    def spy_load(*args, **kw):
-        model, ckpt = real_load(*args, **kw)
-        loaded.append(model)
-        return model, ckpt
+    def spy_deepcopy(model):
+        loaded.extend([model, copy.deepcopy(model)])
+        return loaded[-1]
 
-    monkeypatch.setattr(grpo, "load_checkpoint", spy_load)
+    monkeypatch.setattr(grpo, "copy", SimpleNamespace(deepcopy=spy_deepcopy))
     grpo.train(small_config(small_sft[0], tmp_path, steps=2, beta=0.04))
     start = torch.load(small_sft[0], weights_only=True)["state_dict"]
     policy, reference = loaded

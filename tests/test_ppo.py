@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import ppo
 from conftest import ROOT
 from gae import gae_advantages
-from toy_model import GPT, GPTConfig, load_checkpoint, parse_config
+from runs import load_checkpoint, parse_config
+from toy_model import GPT, GPTConfig, ScalarHead, kl_penalty
 
 # A few seconds per run: the small SFT model, few and small rollouts, a short held-out set.
 TINY = dict(digits=2, device="cpu", steps=3, prompts_per_step=16, n_minibatches=2, n_test=20,
@@ -61,7 +62,7 @@ def test_kl_reward_is_zero_when_policy_equals_reference(estimator):
     with torch.inference_mode():
         log_probs, _ = ppo.response_log_probs(policy, seq, 4, 1.0)
         ref_log_probs, _ = ppo.response_log_probs(reference, seq, 4, 1.0)
-    kl = ppo.kl_penalty(log_probs, ref_log_probs, estimator)
+    kl = kl_penalty(log_probs, ref_log_probs, estimator)
     assert (kl == 0).all()
     scores = torch.randn(len(seq))
     rewards = ppo.compute_ppo_rewards(scores, kl, mask, beta=0.1)
@@ -71,14 +72,14 @@ def test_kl_reward_is_zero_when_policy_equals_reference(estimator):
 def test_kl_estimators_golden_values():
     log_p, log_q = torch.tensor([-0.5, -2.0]), torch.tensor([-1.0, -1.0])  # log pi, log pi_ref
     log_r = log_q - log_p  # [-0.5, 1.0]
-    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k1"), torch.tensor([0.5, -1.0]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k2"), 0.5 * log_r ** 2, atol=1e-6, rtol=0)
-    torch.testing.assert_close(ppo.kl_penalty(log_p, log_q, "k3"), log_r.exp() - 1 - log_r, atol=1e-6, rtol=0)
+    torch.testing.assert_close(kl_penalty(log_p, log_q, "k1"), torch.tensor([0.5, -1.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(kl_penalty(log_p, log_q, "k2"), 0.5 * log_r ** 2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(kl_penalty(log_p, log_q, "k3"), log_r.exp() - 1 - log_r, atol=1e-6, rtol=0)
 
 
 def test_first_minibatch_ratio_is_1_and_nothing_is_clipped():
     policy, seq, mask = toy_rollout(1)
-    critic = ppo.ScalarHead(copy.deepcopy(policy))
+    critic = ScalarHead(copy.deepcopy(policy))
     with torch.no_grad():
         critic.head.bias.fill_(0.3)  # non-zero values, so that the value clip is really exercised
     with torch.inference_mode():
@@ -135,7 +136,7 @@ def test_reward_model_loss_is_softplus_and_shift_invariant():
 
 def test_scalar_head_starts_at_zero_and_reads_the_last_token():
     model, seq, mask = toy_rollout(2)
-    head = ppo.ScalarHead(copy.deepcopy(model))
+    head = ScalarHead(copy.deepcopy(model))
     assert (head(seq) == 0).all()
     with torch.no_grad():
         head.head.weight.normal_()

@@ -219,8 +219,8 @@ def check_command(script: str, argv: list[str]) -> None:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             if uses_config:
-                import toy_model
-                toy_model.parse_config(module.Config, list(argv))
+                import runs
+                runs.parse_config(module.Config, list(argv))
             else:
                 module.main(list(argv))
     except _Parsed as done:

@@ -53,7 +53,7 @@ def test_accumulation_equals_one_big_batch():
 
 
 def test_lr_schedule():
-    from toy_model import lr_at
+    from runs import lr_at
     assert lr_at(5, 1e-3, 10, 100) == pytest.approx(5e-4)
     assert lr_at(10, 1e-3, 10, 100) == pytest.approx(1e-3)
     assert lr_at(100, 1e-3, 10, 100) == pytest.approx(1e-4)

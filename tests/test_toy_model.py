@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toy_model import (ABSTENTION, EOS, GPT, AdditionTask, GPTConfig, MetricLog, Problem, Tokenizer, UserError,
+from runs import MetricLog, UserError, load_checkpoint, save_checkpoint
+from toy_model import (ABSTENTION, EOS, GPT, AdditionTask, GPTConfig, Problem, Tokenizer,
                        compute_entropy, encode_prompts, evaluate, generate, get_response_log_probs,
-                       load_checkpoint, masked_mean, masked_normalize, reward_fn, save_checkpoint,
-                       tokenize_prompt_and_output)
+                       masked_mean, masked_normalize, reward_fn, tokenize_prompt_and_output)
 
 TOK = Tokenizer()
 

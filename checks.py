@@ -1,0 +1,111 @@
+"""Flag checks for every script's Config (each Config's __post_init__ calls one): a bad value,
+or sizes that do not divide, exits 2 with one line before anything runs. Plumbing: you need not
+read it to follow an algorithm."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from runs import require
+
+
+def check_run(cfg) -> None:
+    """The fields every script has, and every choice among named values (a Literal field)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if typing.get_origin(hints[f.name]) is typing.Literal:
+            choices = typing.get_args(hints[f.name])
+            require(getattr(cfg, f.name) in choices,
+                    f"--{f.name} must be one of {', '.join(map(str, choices))}")
+    require(1 <= cfg.digits <= 6, "--digits must be between 1 and 6")
+    require(min(cfg.n_test, cfg.steps, cfg.eval_every, cfg.log_every, cfg.samples_every) >= 1,
+            "--n_test, --steps, --eval_every, --log_every and --samples_every must be >= 1")
+    require(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+
+
+def check_sft(cfg) -> None:
+    check_run(cfg)
+    require(cfg.batch_size >= 1, "--batch_size must be >= 1")
+    require(cfg.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1")
+    require(cfg.batch_size % cfg.gradient_accumulation_steps == 0,
+            f"--batch_size {cfg.batch_size} is not divisible by "
+            f"--gradient_accumulation_steps {cfg.gradient_accumulation_steps}")
+    require(cfg.d_model % cfg.n_head == 0, "--d_model must be divisible by --n_head")
+    require(min(cfg.n_layer, cfg.n_head, cfg.d_model) >= 1, "model sizes must be >= 1")
+    require(cfg.lr > 0 and cfg.normalize_constant > 0, "--lr and --normalize_constant must be > 0")
+    require(0 <= cfg.dropout < 1, "--dropout must be in [0, 1)")
+    require(cfg.warmup_steps >= 0 and cfg.weight_decay >= 0 and cfg.max_grad_norm > 0,
+            "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
+    require(0 <= cfg.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
+
+
+def check_dpo(cfg) -> None:
+    check_run(cfg)
+    require(cfg.n_prompts >= 1 and cfg.samples_per_prompt >= 2,
+            "--n_prompts must be >= 1 and --samples_per_prompt >= 2 (a pair needs two samples)")
+    require(cfg.temperature > 0, "--temperature must be > 0 (greedy samples are all equal)")
+    require(cfg.beta > 0, "--beta must be > 0")
+    require(0 <= cfg.label_smoothing < 0.5,
+            "--label_smoothing must be in [0, 0.5): at 0.5 the labels carry no information")
+    require(cfg.label_smoothing == 0 or cfg.loss_type in ("sigmoid", "robust"),
+            f"--label_smoothing applies to sigmoid and robust, not {cfg.loss_type}")
+    require(cfg.simpo_gamma >= 0 and cfg.nll_weight >= 0, "--simpo_gamma and --nll_weight must be >= 0")
+    require(cfg.batch_size >= 1, "--batch_size must be >= 1")
+    require(cfg.lr > 0, "--lr must be > 0")
+    require(cfg.warmup_steps >= 0 and cfg.weight_decay >= 0 and cfg.max_grad_norm > 0,
+            "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
+
+
+def check_ppo(cfg) -> None:
+    check_run(cfg)
+    require(min(cfg.prompts_per_step, cfg.samples_per_prompt, cfg.steps, cfg.ppo_epochs,
+                cfg.n_minibatches) >= 1, "sizes and step counts must be >= 1")
+    require((cfg.prompts_per_step * cfg.samples_per_prompt) % cfg.n_minibatches == 0,
+            f"rollout size {cfg.prompts_per_step * cfg.samples_per_prompt} is not divisible by "
+            f"--n_minibatches {cfg.n_minibatches}")
+    require(cfg.temperature > 0, "--temperature must be > 0")
+    require(cfg.beta >= 0 and cfg.vf_coef >= 0 and cfg.ent_coef >= 0,
+            "--beta, --vf_coef and --ent_coef must be >= 0")
+    require(0 < cfg.gamma <= 1 and 0 <= cfg.lam <= 1, "need 0 < --gamma <= 1 and 0 <= --lam <= 1")
+    require(cfg.cliprange > 0 and cfg.cliprange_value > 0, "--cliprange and --cliprange_value must be > 0")
+    require(cfg.target_kl is None or cfg.target_kl > 0, "--target_kl must be > 0 (or none)")
+    require(min(cfg.rm_prompts, cfg.rm_samples - 1, cfg.rm_steps, cfg.rm_batch_size) >= 1,
+            "--rm_prompts, --rm_steps, --rm_batch_size must be >= 1 and --rm_samples >= 2")
+    require(cfg.warmup_steps >= 0, "--warmup_steps must be >= 0")
+    require(min(cfg.lr, cfg.critic_lr, cfg.rm_lr, cfg.max_grad_norm) > 0,
+            "learning rates and --max_grad_norm must be > 0")
+
+
+def check_grpo(cfg) -> None:
+    check_run(cfg)
+    require(min(cfg.group_size, cfg.epochs_per_rollout_batch) >= 1,
+            "--group_size and --epochs_per_rollout_batch must be >= 1")
+    require(cfg.group_size >= 2 or not cfg.use_std_normalization,
+            "--group_size 1 has no spread to normalise by: use >= 2 or --no-use_std_normalization")
+    require(min(cfg.rollout_batch_size, cfg.train_batch_size, cfg.gradient_accumulation_steps) >= 1,
+            "--rollout_batch_size, --train_batch_size, --gradient_accumulation_steps must be >= 1")
+    # CS336's derived sizes and their assertions.
+    for big, small in (("rollout_batch_size", "group_size"),
+                       ("train_batch_size", "gradient_accumulation_steps"),
+                       ("rollout_batch_size", "train_batch_size")):
+        require(getattr(cfg, big) % getattr(cfg, small) == 0,
+                f"--{big} {getattr(cfg, big)} is not divisible by --{small} {getattr(cfg, small)}")
+    require(cfg.train_batch_size >= cfg.group_size,
+            f"--train_batch_size {cfg.train_batch_size} must be >= --group_size {cfg.group_size}")
+    require(cfg.temperature > 0, "--temperature must be > 0 (log-probs are scored at it)")
+    require(cfg.min_new_tokens >= 0, "--min_new_tokens must be >= 0")
+    require(cfg.max_new_tokens is None or cfg.max_new_tokens >= max(1, cfg.min_new_tokens),
+            "--max_new_tokens must be >= 1 and >= --min_new_tokens")
+    require(cfg.advantage_eps > 0 or not cfg.use_std_normalization,
+            "--advantage_eps must be > 0 with std normalisation (an all-equal group has std 0)")
+    require(cfg.normalize_constant is None or cfg.normalize_constant > 0,
+            "--normalize_constant must be > 0")
+    require(0 < cfg.cliprange < 1, "--cliprange must be in (0, 1)")
+    require(cfg.cliprange_high is None or cfg.cliprange_high >= cfg.cliprange,
+            "--cliprange_high must be >= --cliprange")
+    require(cfg.beta >= 0 and cfg.format_reward_weight >= 0,
+            "--beta and --format_reward_weight must be >= 0")
+    require(cfg.abstain_reward is None or 0 <= cfg.abstain_reward < 1,
+            "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
+    require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
+            "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")

@@ -1,0 +1,433 @@
+"""Run plumbing shared by every script. You need not read this file to follow an algorithm (it
+plays the part of nanoGPT's configurator.py): flags from a Config dataclass, one-line errors
+with exit code 2, devices and seeds, checks made before the first step, atomic writes,
+checkpoints, the metric log with its CSV and plots, the console line and the end of a run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import inspect
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+import types
+import typing
+
+import numpy as np
+import torch
+
+from toy_model import (CHARS, AdditionTask, EOS, GPT, SPECIALS, GPTConfig, Tokenizer, evaluate,
+                       log_generations)
+
+
+class UserError(ValueError):
+    """Bad input from the user (a flag, a file): scripts print it in one line and exit 2."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config dataclass -> command line, with the field comments as help
+# ----------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2, no usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's wrapping, except that `(default: X)` is never split across two lines."""
+
+    def _split_lines(self, text, width):
+        text = re.sub(r"\(default: ([^)]*)\)", lambda m: "(default:\0" + m.group(1).replace(" ", "\0") + ")",
+                      self._whitespace_matcher.sub(" ", text).strip())
+        return [line.replace("\0", " ") for line in textwrap.wrap(text, width)]
+
+
+def short_description(doc: str | None, prog: str) -> str:
+    """The docstring's first paragraph, unwrapped, and a pointer to the rest."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return " ".join(first.split()) + f" The algorithm, its variants and their flags: see {prog}."
+
+
+def parse_config(config_cls, argv=None, description: str | None = None):
+    """Build argparse from a Config dataclass: one --flag per field, the comment after the field
+    as its help, `# --- name ---` lines as groups. Invalid values exit 2 with one line."""
+    help_of, group_of, group = {}, {}, "options"
+    for line in inspect.getsource(config_cls).splitlines():
+        line = line.strip()
+        if m := re.fullmatch(r"#\s*-+\s*(.+?)\s*-+", line):
+            group = m.group(1)
+        elif m := re.match(r"(\w+)\s*:.*?#\s*(.+)$", line):
+            help_of[m.group(1)], group_of[m.group(1)] = m.group(2), group
+    prog = os.path.basename(sys.argv[0]) if argv is None else config_cls.__module__ + ".py"
+    parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    groups = {}
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        g = groups.setdefault(group_of.get(f.name, "options"),
+                              parser.add_argument_group(group_of.get(f.name, "options")))
+        kind, flag = hints[f.name], "--" + f.name
+        text = f"{help_of.get(f.name, '')} (default: {f.default})".replace("%", "%%")
+        if kind is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
+        elif typing.get_origin(kind) is typing.Literal:
+            g.add_argument(flag, choices=typing.get_args(kind), default=f.default, help=text)
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[x]: "none" or x
+            base = [t for t in typing.get_args(kind) if t is not type(None)][0]
+            g.add_argument(flag, type=lambda s, b=base: None if s.lower() == "none" else b(s),
+                           default=f.default, metavar=base.__name__.upper(), help=text)
+        else:
+            g.add_argument(flag, type=kind, default=f.default, metavar=kind.__name__.upper(),
+                           help=text)
+    args = parser.parse_args(argv)
+    try:
+        return config_cls(**vars(args))
+    except UserError as e:
+        parser.error(str(e))
+
+
+def run_script(main, config_cls, doc: str) -> None:
+    """`python X.py --flags`: parse the Config, run main(cfg). A UserError becomes one line and
+    exit code 2; an interrupted run (Ctrl-C, after saving) exits 130, as the shell expects."""
+    prog = os.path.basename(sys.argv[0])
+    cfg = parse_config(config_cls, description=short_description(doc, prog))
+    try:
+        summary = main(cfg)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if isinstance(summary, dict) and summary.get("interrupted"):
+        sys.exit(128 + signal.SIGINT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, seeds, memory
+# ----------------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    require(name in ("cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps, not {name!r}")
+    require(name != "cuda" or torch.cuda.is_available(), "--device cuda: no CUDA device found")
+    return torch.device(name)
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB (Linux VmHWM; elsewhere ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
+        scale = 2 ** 20 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def set_seed(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch; return the NumPy generator that draws the training problems."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, cosine: bool = True) -> float:
+    """Linear warm-up to peak_lr over warmup_steps, then cosine decay to peak_lr / 10 at
+    total_steps (or constant, with cosine=False). Steps count from 1."""
+    if step <= warmup_steps:
+        return peak_lr * step / warmup_steps
+    if not cosine:
+        return peak_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Files: atomic writes, checkpoints
+# ----------------------------------------------------------------------------------------------
+def atomic_write(path: str, write) -> None:
+    """write(f) into a temporary file next to `path`, then rename: a reader never sees half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(path: str, model: GPT, digits: int, run_config: dict | None = None) -> None:
+    """fp32 state dict plus what rebuilds the model: its GPTConfig, the task's digits, the vocab."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    ckpt = {"model_config": dataclasses.asdict(model.cfg), "digits": digits,
+            "vocab": CHARS + "".join(SPECIALS), "state_dict": state, "run_config": run_config}
+    atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path: str, digits: int | None = None, device="cpu") -> tuple[GPT, dict]:
+    """Rebuild the model saved at `path`. Missing, corrupt, or built for another task: UserError."""
+    require(os.path.exists(path), f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:  # unpickling, missing keys and shape mismatches all land here
+        first_line = " ".join(str(e).split())
+        raise UserError(f"checkpoint {path} is corrupt or not a model checkpoint "
+                        f"({type(e).__name__}: {first_line})") from None
+    require(ckpt.get("vocab") == CHARS + "".join(SPECIALS),
+            f"checkpoint {path} was built with another tokenizer")
+    require(digits is None or ckpt.get("digits") == digits,
+            f"checkpoint {path} was trained on {ckpt.get('digits')}-digit problems, not {digits}")
+    return model.to(device), ckpt
+
+
+def setup(cfg):
+    """The start of every run: check the output folder and the device, make the SFT checkpoint if
+    it is the missing default (before seeding: a run's numbers must not depend on whether it was
+    made in this process), seed, and build the task and the tokenizer."""
+    check_out_dir(cfg.out_dir, cfg.overwrite)
+    device = pick_device(cfg.device)
+    if hasattr(cfg, "sft_checkpoint"):
+        train_sft_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
+    rng = set_seed(cfg.seed)
+    return device, rng, AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
+
+
+def train_sft_if_missing(checkpoint: str, digits: int, device: str) -> None:
+    """The RL scripts start from `checkpoint`; if it is the default one (out/sft/model.pt) and does
+    not exist yet, train it first with sft.py's defaults. Any other missing path is an error."""
+    import sft
+    default = os.path.join(sft.Config.out_dir, "model.pt")
+    require(os.path.exists(checkpoint) or checkpoint == default,
+            f"checkpoint {checkpoint} not found (only the default {default} is trained when missing)")
+    if not os.path.exists(checkpoint):
+        print(f"no SFT checkpoint at {checkpoint}: training one first with sft.py's defaults")
+        sft.train(sft.Config(digits=digits, device=device))
+
+
+# ----------------------------------------------------------------------------------------------
+# The metric log, the console line and the end of a run
+# ----------------------------------------------------------------------------------------------
+class MetricLog:
+    """One row per step; metrics.csv is rewritten atomically, so a crash never leaves half a file."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def write_csv(self, path: str) -> None:
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+
+        def write(f):
+            text = open(f.fileno(), "w", newline="", closefd=False)
+            writer = csv.DictWriter(text, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            text.flush()
+        atomic_write(path, write)
+
+    def plot(self, path: str, panels: list[tuple[str, list[str]]], title: str = "") -> None:
+        """One subplot per (title, keys); steps on x; missing values (eval every N steps) skipped."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        cols = min(3, len(panels))
+        n_rows = (len(panels) + cols - 1) // cols
+        fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.0 * n_rows), squeeze=False)
+        for ax, (name, keys) in zip(axes.flat, panels):
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in self.rows if r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
+        plt.close(fig)
+
+
+def format_value(v) -> str:
+    """Numbers for the console: 4 decimals below 10, 2 decimals up to 10,000, else exponents."""
+    if isinstance(v, float):
+        if v == 0 or 1e-3 <= abs(v) < 10:
+            return f"{v:.4f}"
+        return f"{v:.2f}" if 10 <= abs(v) < 1e4 else f"{v:.1e}"
+    return f"{v}"
+
+
+class RunLog(MetricLog):
+    """The metric log of one run, with its clock and its console: a step-0 row holding the
+    starting evaluation, one row per step, a console line every cfg.log_every steps (and on
+    every evaluation), the final evaluation of an interrupted run, and the end of the run."""
+
+    def __init__(self, cfg, header: str, t0: float | None = None):
+        super().__init__()
+        self.cfg, self.t0, self.was_interrupted = cfg, t0 or time.time(), False
+        print(header)
+
+    def start(self, eval_metrics: dict, samples: list[dict]) -> list[dict]:
+        """Log the starting evaluation as step 0 and start the clock; returns its samples."""
+        self.start_metrics = self.eval_metrics = eval_metrics
+        self.append({"step": 0, **{f"eval_{k}": v for k, v in eval_metrics.items()}})
+        print(f"step 0 | eval_accuracy {eval_metrics['accuracy']:.4f}")
+        self.t_start = time.time()
+        return samples
+
+    def step(self, row: dict, shown: list[str], eval_metrics: dict | None = None) -> None:
+        """Append the step's row (with eval_* columns when evaluated); print the shown columns."""
+        if eval_metrics is not None:
+            self.eval_metrics = eval_metrics
+            row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+        row["seconds"] = time.time() - self.t_start
+        self.append(row)
+        step, total = row["step"], self.cfg.steps
+        if step % self.cfg.log_every == 0 or eval_metrics is not None or step == total:
+            names = shown + (["eval_accuracy", "eval_format_rate"] if eval_metrics else [])
+            per_step = row["seconds"] / step
+            left = per_step * (total - step)
+            print(" | ".join([f"step {step:>{len(str(total))}}/{total}"]
+                             + [f"{k} {format_value(row[k])}" for k in names
+                                if row.get(k) is not None]
+                             + [f"{per_step:5.2f} s/step",
+                                f"{int(left // 60)}m{int(left % 60):02d}s left"]))
+
+    def interrupted(self, model, tokenizer, task) -> list[dict]:
+        """Ctrl-C: evaluate the model as it is and put that evaluation on the last logged row."""
+        self.was_interrupted = True
+        done = self.rows[-1]["step"]
+        print(f"\ninterrupted at step {done}: evaluating and saving what we have")
+        self.eval_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
+        self.rows[-1].update({f"eval_{k}": v for k, v in self.eval_metrics.items()})
+        return samples
+
+    def finish(self, model, samples: list[dict], algorithm: str, panels: list, title: str,
+               extra: dict | None = None) -> dict:
+        """The end of every run: final samples, checkpoint, metrics.csv, curves.png, summary.json
+        and the last console line. Returns the summary."""
+        cfg, wall, steps = self.cfg, time.time() - self.t0, self.rows[-1]["step"]
+        summary = {"algorithm": algorithm, "start_accuracy": self.start_metrics["accuracy"],
+                   "final_accuracy": self.eval_metrics["accuracy"],
+                   "final_format_rate": self.eval_metrics["format_rate"],
+                   "final_eos_rate": self.eval_metrics["eos_rate"], "steps": steps,
+                   "wall_seconds": round(wall, 2),
+                   "seconds_per_step": round((time.time() - self.t_start) / max(1, steps), 3),
+                   "peak_rss_mib": round(peak_rss_mib()), **(extra or {}),
+                   "interrupted": self.was_interrupted,
+                   "interrupted_at_step": steps if self.was_interrupted else None,
+                   "device": str(next(model.parameters()).device),
+                   "config": dataclasses.asdict(cfg)}
+        log_generations(samples, title="final held-out samples (greedy)")
+        save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), model, cfg.digits,
+                        dataclasses.asdict(cfg))
+        self.write_csv(os.path.join(cfg.out_dir, "metrics.csv"))
+        self.plot(os.path.join(cfg.out_dir, "curves.png"), panels, title=title)
+        write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
+        status = f"interrupted at step {steps}" if self.was_interrupted else f"{steps} steps"
+        print(f"done ({status}) in {wall:.0f} s: held-out accuracy "
+              f"{summary['start_accuracy']:.3f} -> {summary['final_accuracy']:.3f}, format "
+              f"{self.eval_metrics['format_rate']:.3f}; wrote {cfg.out_dir}/")
+        return summary
+
+
+class UpdateStats:
+    """One rollout batch's policy update (GRPO), for the log: entropy, KL and clip fraction per
+    token, the range of the ratio, the mean loss per optimizer step and the last gradient norm."""
+
+    def __init__(self):
+        self.sums = dict.fromkeys(["loss", "entropy", "kl", "clipped", "tokens", "steps"], 0.0)
+        self.ratios, self.grad_norm = [], 0.0
+
+    def add(self, loss, meta, mask, token_entropy):
+        for key, per_token in (("tokens", mask), ("entropy", token_entropy),
+                               ("kl", meta.get("kl")), ("clipped", meta.get("clipped"))):
+            self.sums[key] += 0.0 if per_token is None else (per_token * mask).sum().item()
+        self.sums["loss"] += loss.item()
+        if "ratio" in meta:
+            self.ratios += [meta["ratio"][mask.bool()].min().item(),
+                            meta["ratio"][mask.bool()].max().item()]
+
+    def optimizer_step(self, grad_norm: float):
+        self.grad_norm, self.sums["steps"] = grad_norm, self.sums["steps"] + 1
+
+    def row(self, measured_kl: bool) -> dict:
+        n_tok = max(self.sums["tokens"], 1.0)  # 0 only if every group was dropped
+        return {"loss": self.sums["loss"] / max(self.sums["steps"], 1),
+                "kl": self.sums["kl"] / n_tok if measured_kl else None,
+                "entropy": self.sums["entropy"] / n_tok,
+                "clip_fraction": self.sums["clipped"] / n_tok,
+                "ratio_min": min(self.ratios, default=None),
+                "ratio_max": max(self.ratios, default=None), "grad_norm": self.grad_norm}
+
+
+
+def mean_or_none(x: torch.Tensor) -> float | None:
+    """The mean of a tensor, or None when it is empty (a blank cell in metrics.csv)."""
+    return x.float().mean().item() if x.numel() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks made before the first step
+# ----------------------------------------------------------------------------------------------
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Fail now, not after training, if out_dir cannot take the outputs; never replace a finished
+    run's outputs unless asked. Creates nothing."""
+    path = os.path.abspath(out_dir)
+    if os.path.exists(path):
+        require(os.path.isdir(path), f"--out_dir {out_dir} is a file, not a directory")
+        require(os.access(path, os.W_OK | os.X_OK), f"--out_dir {out_dir} is not writable")
+        require(overwrite or not os.path.exists(os.path.join(path, "summary.json")),
+                f"--out_dir {out_dir} already holds a run (summary.json): pass --overwrite to "
+                f"replace it, or choose another --out_dir")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    require(os.path.isdir(parent), f"--out_dir {out_dir}: {parent} is a file, not a directory")
+    require(os.access(parent, os.W_OK | os.X_OK),
+            f"--out_dir {out_dir} cannot be created: {parent} is not writable")
+
+
+def check_response_budget(max_new_tokens: int | None, task, model: GPT) -> int:
+    """The response budget: the task's unless given; it must hold the shortest formatted answer
+    and fit the model's positions."""
+    budget = max_new_tokens or task.max_new_tokens
+    answer = "9" * (task.digits + 1)  # the longest sum, answered directly with no scratchpad
+    shortest = len(Tokenizer().encode(f"<think></think><answer>{answer}</answer>{EOS}"))
+    require(budget >= shortest, f"--max_new_tokens {budget} cannot hold every answer "
+                                f"(a direct {len(answer)}-digit answer takes {shortest} tokens)")
+    require(task.prompt_len + budget <= model.cfg.max_seq_len,
+            f"--max_new_tokens {budget} does not fit the model's {model.cfg.max_seq_len} positions")
+    return budget
