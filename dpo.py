@@ -152,7 +152,7 @@ def all_sequence_log_probs(model, data, batch_size=512):
     out = [sequence_log_probs(model, {k: v[i:i + batch_size] for k, v in data.items()})[0]
            for i in range(0, data["input_ids"].shape[0], batch_size)]
     model.train(was_training)
-    return torch.cat(out).clone()  # clone: a normal tensor that autograd may use later
+    return torch.cat(out)  # an inference tensor: fine as a constant in the loss, never saved
 
 
 def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
