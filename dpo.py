@@ -219,7 +219,8 @@ def train(cfg: Config) -> dict:
     t0 = time.time()
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
     policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: frozen SFT model
+    policy.eval()  # no dropout: at the start pi_theta = pi_ref exactly, and the first loss is ln 2
+    reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: frozen SFT model
 
     # The offline preference sets, sampled once from the SFT model (= the reference).
     train_pairs, train_stats = build_preference_pairs(
