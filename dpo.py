@@ -259,7 +259,9 @@ def train(cfg: Config) -> dict:
     try:
         while step < cfg.steps:  # outer loop: one pass (epoch) over the fixed preference set
             order = torch.from_numpy(rng.permutation(n_pairs)).to(device)
-            for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):  # inner: minibatches
+            # Inner loop: minibatches; the last partial one of each epoch is dropped, so that
+            # every step sees batch_size pairs (the next epoch's shuffle puts those pairs back).
+            for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):
                 step += 1
                 lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
                 for group in optimizer.param_groups:
