@@ -201,9 +201,16 @@ def compute_per_instance_dpo_loss(lm, lm_ref, tokenizer, beta, prompt, response_
     return losses[0]
 
 
+def pair_accuracy(chosen_rewards, rejected_rewards) -> float:
+    """Share of pairs whose implicit reward ranks chosen above rejected, a tie counting half: at
+    the start every reward is 0, and a coin flip is the fair score (TRL counts a tie as wrong)."""
+    wins = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards)
+    return wins.mean().item()
+
+
 @torch.inference_mode()
 def preference_accuracy(model, data, ref_logps, cfg) -> float:
-    """Share of pairs whose implicit reward ranks chosen above rejected (rewards/accuracies)."""
+    """pair_accuracy over a tokenized pair set (eval_preference_accuracy)."""
     logps = all_sequence_log_probs(model, data)
     n = logps.shape[0] // 2
     lengths = data["response_mask"].sum(-1).float()
@@ -211,7 +218,7 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
     _, chosen_rewards, rejected_rewards = preference_loss(
         logps[:n], logps[n:], ref[:n], ref[n:], cfg.loss_type, cfg.beta, cfg.label_smoothing,
         cfg.simpo_gamma, lengths[:n], lengths[n:])
-    return (chosen_rewards > rejected_rewards).float().mean().item()
+    return pair_accuracy(chosen_rewards, rejected_rewards)
 
 
 def train(cfg: Config) -> dict:
@@ -290,8 +297,7 @@ def train(cfg: Config) -> dict:
                        "nll": nll.item(), "rewards/chosen": chosen_rewards.mean().item(),
                        "rewards/rejected": rejected_rewards.mean().item(),
                        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-                       "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean()
-                       .item(),
+                       "rewards/accuracies": pair_accuracy(chosen_rewards, rejected_rewards),
                        "logps/chosen": logps[:B].mean().item(),
                        "logps/rejected": logps[B:].mean().item(),
                        "grad_norm": grad_norm.item(), "lr": lr}
