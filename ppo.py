@@ -121,13 +121,14 @@ class Config:
         checks.check_ppo(self)  # every bad value exits 2 with one line
 
 
-def response_log_probs(model, seq, prompt_len, temperature):
-    """log pi(o_t | q, o_<t) and the entropy of pi at each response position, both (B, T) and
-    differentiable (toy_model's get_response_log_probs detaches the entropy, the bonus needs it)."""
+def response_log_probs(model, seq, prompt_len, temperature, entropy_grad=False):
+    """log pi(o_t | q, o_<t) and the entropy of pi at each response position, both (B, T). The
+    entropy carries a gradient only if asked (the bonus needs one when ent_coef > 0)."""
     logits = model(seq[:, :-1])[:, prompt_len - 1:] / temperature  # (B, T, V): t predicts o_t
     log_probs = torch.gather(F.log_softmax(logits, dim=-1), -1, seq[:, prompt_len:, None])
-    log_probs = log_probs.squeeze(-1)
-    return log_probs, compute_entropy(logits)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = compute_entropy(logits)
+    return log_probs.squeeze(-1), entropy
 
 
 def compute_ppo_rewards(scores, kl, response_mask, beta):
@@ -310,7 +311,8 @@ def train(cfg: Config, models: dict | None = None) -> dict:
             stats = []
             for epoch in range(cfg.ppo_epochs):
                 for idx in torch.randperm(B, device=device).split(minibatch_size):
-                    log_probs, entropy = response_log_probs(policy, seq[idx], P, cfg.temperature)
+                    log_probs, entropy = response_log_probs(policy, seq[idx], P, cfg.temperature,
+                                                            entropy_grad=cfg.ent_coef > 0)
                     new_values = critic(seq[idx, :-1])[:, P - 1:]  # (b, T)
                     _, meta = ppo_microbatch_train_step(
                         log_probs, entropy, new_values, response_mask[idx], old_log_probs[idx],
