@@ -229,9 +229,9 @@ def kl_beta(args) -> dict:
     results = {}
     for beta, rows in runs.items():
         acc.plot(*start_and(rows, args, f"kl_beta/beta_{beta:g}", "eval_accuracy"), marker=".", label=f"beta {beta:g}")
-        kl.plot(*column(rows, "kl"), marker=".", markersize=3, label=f"beta {beta:g}")  # beta 0: eval steps only
+        kl.plot(*column(rows, "kl_per_token"), marker=".", markersize=3, label=f"beta {beta:g}")  # beta 0: eval steps only
         eval_steps = set(column(rows, "eval_accuracy")[0])
-        final_kl = [r["kl"] for r in rows if r["step"] in eval_steps][-2:]  # same steps for every beta
+        final_kl = [r["kl_per_token"] for r in rows if r["step"] in eval_steps][-2:]  # same steps for every beta
         point = results[f"beta_{beta:g}"] = {"final_accuracy": last(rows, "eval_accuracy"),
                                              "final_kl": sum(final_kl) / len(final_kl)}
         tradeoff.scatter(point["final_kl"], point["final_accuracy"])
@@ -343,7 +343,7 @@ def reward_model(args) -> dict:
     steps, rollout_acc = column(rows, "accuracy")
     acc.plot(steps, smooth(rollout_acc), color="C1", label="rollouts (10-step mean)")
     acc.plot(*start_and(rows, args, "reward_model", "eval_accuracy"), marker=".", color="C3", label="held-out (greedy)")
-    kl.plot(*column(rows, "kl"), color="C2")
+    kl.plot(*column(rows, "kl_per_token"), color="C2")
     score.set_title("proxy: reward-model score (std units)")
     acc.set_title("truth: accuracy (the verifier)")
     kl.set_title("KL(pi || pi_ref) per sequence")
@@ -355,7 +355,7 @@ def reward_model(args) -> dict:
                "score_first_10": sum(first) / len(first), "score_last_10": sum(final) / len(final),
                "start_accuracy": summary["start_accuracy"], "final_accuracy": summary["final_accuracy"],
                "best_accuracy": max(column(rows, "eval_accuracy")[1] + [summary["start_accuracy"]]),
-               "rollout_accuracy_last_10": last(rows, "accuracy", 10), "final_kl": last(rows, "kl")}
+               "rollout_accuracy_last_10": last(rows, "accuracy", 10), "final_kl": last(rows, "kl_per_token")}
     return {**results, "claim_holds": results["score_last_10"] > results["score_first_10"]
             and results["final_accuracy"] < results["start_accuracy"]}
 

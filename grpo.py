@@ -243,7 +243,7 @@ def train(cfg: Config) -> dict:
         return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
     log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}, {cfg.length_normalization}) | {device} | "
-                           f"{n_prompts} prompts x {G} | kl: KL(pi || pi_ref) per response token")
+                           f"{n_prompts} prompts x {G} | kl_per_token: KL(pi || pi_ref)")
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     try:
         for step in range(1, cfg.steps + 1):
@@ -333,8 +333,8 @@ def train(cfg: Config) -> dict:
             eval_metrics = None
             if is_eval:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl",
-                           "entropy", "response_len"]
+            log.step(row, ["reward", "format_reward", "zero_spread_fraction", "clip_fraction",
+                           "kl_per_token", "entropy", "response_len"]
                      + (["abstain_rate"] if cfg.abstain_reward is not None else []), eval_metrics)
             if step % cfg.samples_every == 0:  # the first group of this step's rollouts
                 group = zip(responses[:G], ground_truths[:G])
@@ -350,7 +350,7 @@ def train(cfg: Config) -> dict:
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("rollout reward", ["reward", "format_reward", "answer_reward"]),
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),
-    ("KL(pi || pi_ref) per response token", ["kl"]),
+    ("KL(pi || pi_ref) per response token", ["kl_per_token"]),
     ("rollout response length", ["response_len_correct", "response_len_incorrect"]),
     ("token entropy (nats)", ["entropy", "eval_entropy"]),
     ("groups with zero reward spread", ["zero_spread_fraction"]),

@@ -262,7 +262,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
             cfg, policy, task, tokenizer, rng, device)
     log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
                            f"{cfg.n_minibatches} minibatches | score: {cfg.reward} | "
-                           f"kl: KL(pi_old || pi_ref) per sequence", t0)
+                           f"kl_per_token: KL(pi_old || pi_ref)", t0)
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     try:
         for step in range(1, cfg.steps + 1):
@@ -333,7 +333,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
             row = {"step": step, "lr": lr, "score": scores.mean().item(),
                    "accuracy": sum(r["reward"] for r in true_rewards) / B,
                    "format_rate": sum(r["format_reward"] for r in true_rewards) / B,
-                   "kl": kl.sum(dim=1).mean().item(),  # KL(pi_old || pi_ref) per sequence
+                   "kl_per_token": masked_mean(kl, response_mask).item(),  # KL(pi_old || pi_ref)
                    "explained_variance": explained_variance(values, returns, response_mask),
                    "value_mean": masked_mean(values, response_mask).item(),
                    "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epoch + 1,
@@ -341,8 +341,9 @@ def train(cfg: Config, models: dict | None = None) -> dict:
             eval_metrics = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["score", "accuracy", "kl", "clipfrac", "vf_clipfrac", "approx_kl_k3",
-                           "explained_variance", "entropy", "response_len"], eval_metrics)
+            log.step(row, ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac",
+                           "approx_kl_k3", "explained_variance", "entropy", "response_len"],
+                     eval_metrics)
             if step % cfg.samples_every == 0:
                 log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
                                   "reward": s} for p, r, t, s in
@@ -356,7 +357,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
     last = [r for r in log.rows if r["step"] > 0][-10:]  # one step's explained variance is noisy
     title = f"PPO ({cfg.reward} score), {cfg.digits}-digit addition"
     return log.finish(policy, samples, "ppo", CURVES, title, {
-        "reward": cfg.reward, "final_kl": last[-1]["kl"] if last else None,
+        "reward": cfg.reward, "final_kl_per_token": last[-1]["kl_per_token"] if last else None,
         "final_explained_variance": last[-1]["explained_variance"] if last else None,
         "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
                                        if last else None),
@@ -365,7 +366,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
 
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("score next to true accuracy", ["score", "accuracy", "eval_accuracy"]),
-    ("KL(pi_old || pi_ref) per sequence", ["kl"]),
+    ("KL(pi_old || pi_ref) per response token", ["kl_per_token"]),
     ("policy: clip fraction, approx KL(old || new)", ["clipfrac", "approx_kl_k1", "approx_kl_k3"]),
     ("critic: explained variance, value clip fraction", ["explained_variance", "vf_clipfrac"]),
     ("losses", ["pg_loss", "vf_loss"]),

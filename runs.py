@@ -385,7 +385,7 @@ class UpdateStats:
     def row(self, measured_kl: bool) -> dict:
         n_tok = max(self.sums["tokens"], 1.0)  # 0 only if every group was dropped
         return {"loss": self.sums["loss"] / max(self.sums["steps"], 1),
-                "kl": self.sums["kl"] / n_tok if measured_kl else None,
+                "kl_per_token": self.sums["kl"] / n_tok if measured_kl else None,
                 "entropy": self.sums["entropy"] / n_tok,
                 "clip_fraction": self.sums["clipped"] / n_tok,
                 "ratio_min": min(self.ratios, default=None),
