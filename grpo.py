@@ -333,9 +333,8 @@ def train(cfg: Config) -> dict:
             eval_metrics = None
             if is_eval:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["reward", "format_reward", "zero_spread_fraction", "clip_fraction",
-                           "kl_per_token", "entropy", "response_len"]
-                     + (["abstain_rate"] if cfg.abstain_reward is not None else []), eval_metrics)
+            log.step(row, SHOWN + (["abstain_rate"] if cfg.abstain_reward is not None else []),
+                     eval_metrics)
             if step % cfg.samples_every == 0:  # the first group of this step's rollouts
                 group = zip(responses[:G], ground_truths[:G])
                 log_generations([{"prompt": problems[0].prompt, "response": r, "answer": a,
@@ -347,6 +346,8 @@ def train(cfg: Config) -> dict:
                       f"GRPO ({cfg.loss_type}), {cfg.digits}-digit addition")
 
 
+SHOWN = ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl_per_token",
+         "entropy", "response_len"]  # the console line's metrics.csv columns
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("rollout reward", ["reward", "format_reward", "answer_reward"]),
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),

@@ -91,7 +91,7 @@ class Config:
     cliprange_value: float = 0.2  # epsilon of the clipped value loss, around the rollout's values
     vf_coef: float = 0.5  # weight of the value loss (separate critic, own clip: matters little)
     ent_coef: float = 0.0  # weight of the entropy bonus (0: none)
-    target_kl: float | None = 0.05  # stop a rollout's epochs once KL(old || new) exceeds this
+    target_kl: float | None = 0.05  # stop a rollout's epochs once KL(old || new) passes this
     # --- reward model (--reward model) ---
     rm_prompts: int = 512  # problems sampled from the SFT model to build preference pairs
     rm_samples: int = 4  # completions per problem; pairs are (correct, incorrect) among them
@@ -178,6 +178,14 @@ def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, 
                       "approx_kl_k1": masked_mean(-log_ratio, response_mask).item(),
                       "approx_kl_k3": masked_mean(log_ratio.exp() - 1 - log_ratio,
                                                   response_mask).item()}
+
+
+@torch.inference_mode()
+def approx_kl(policy, seq, prompt_len, temperature, old_log_probs, response_mask) -> float:
+    """KL(pi_old || pi_theta) per token over the whole rollout, after an epoch of updates (k3 on
+    the rollout's own tokens): what target_kl stops on, as in CleanRL."""
+    log_ratio = response_log_probs(policy, seq, prompt_len, temperature)[0] - old_log_probs
+    return masked_mean(torch.expm1(log_ratio) - log_ratio, response_mask).item()
 
 
 def explained_variance(values, returns, mask):
@@ -324,9 +332,9 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     stats.append(meta)
-                epoch_kl = sum(s["approx_kl_k3"] for s in stats[-cfg.n_minibatches:])
-                epoch_kl /= cfg.n_minibatches
-                if cfg.target_kl is not None and epoch_kl > cfg.target_kl:
+                kl_old_new = approx_kl(policy, seq, P, cfg.temperature, old_log_probs,
+                                       response_mask)  # after this epoch, over the whole rollout
+                if cfg.target_kl is not None and kl_old_new > cfg.target_kl:
                     break  # the policy moved far enough from pi_old: sample a fresh rollout
 
             # 5. Log: rollout statistics, update statistics averaged over minibatches, eval every N.
@@ -337,13 +345,12 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                    "explained_variance": explained_variance(values, returns, response_mask),
                    "value_mean": masked_mean(values, response_mask).item(),
                    "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epoch + 1,
+                   "kl_old_new": kl_old_new,
                    **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
             eval_metrics = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac",
-                           "approx_kl_k3", "explained_variance", "entropy", "response_len"],
-                     eval_metrics)
+            log.step(row, SHOWN, eval_metrics)
             if step % cfg.samples_every == 0:
                 log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
                                   "reward": s} for p, r, t, s in
@@ -364,6 +371,8 @@ def train(cfg: Config, models: dict | None = None) -> dict:
         **({"reward_model_pair_accuracy": rm_accuracy} if cfg.reward == "model" else {})})
 
 
+SHOWN = ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac", "kl_old_new",
+         "explained_variance", "entropy", "response_len"]  # the console line's metrics.csv columns
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("score next to true accuracy", ["score", "accuracy", "eval_accuracy"]),
     ("KL(pi_old || pi_ref) per response token", ["kl_per_token"]),
@@ -373,6 +382,7 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("token entropy: rollouts (at --temperature), held-out (at 1)", ["entropy", "eval_entropy"]),
     ("response length (tokens)", ["response_len", "eval_response_len"]),
     ("epochs run per rollout (early stop on target_kl)", ["epochs"]),
+    ("KL(pi_old || pi_theta) after the update", ["kl_old_new"]),
     ("learning rate (policy)", ["lr"]),
 ]
 
