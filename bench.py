@@ -180,6 +180,17 @@ def model_seconds(run, device) -> dict:
     return {"wall": wall, **spent, "model": sum(spent.values()), "other": wall - sum(spent.values())}
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo), so that every figure names its machine."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]}, {len(names)} logical cores"
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
 def main(cfg: Config):
     device = torch.device(cfg.device)
     if cfg.quick:  # every figure and field, none of them meaningful: for the tests
@@ -194,7 +205,8 @@ def main(cfg: Config):
     B, P, T = cfg.prompts * cfg.group_size, task.prompt_len, cfg.new_tokens
     prompts = task.sample(cfg.prompts, np.random.default_rng(0))
     prompt_ids = encode_prompts(tok, [p.prompt for p in prompts], device)  # (prompts, P)
-    results = {"device": str(device), "threads": cfg.threads, "n_flop_params": n_flop_params}
+    results = {"device": str(device), "cpu": cpu_model(), "torch": torch.__version__,
+               "threads": cfg.threads, "n_flop_params": n_flop_params}
 
     # 1. The machine's matrix-multiply peak.
     n = 512 if cfg.quick else 1024
@@ -344,8 +356,9 @@ def main(cfg: Config):
 
     # Report.
     g = results["generation"]
-    print(f"device {device}, {cfg.threads} threads, {n_flop_params:,} FLOP-counted parameters, "
-          f"median of {cfg.repeats} after {cfg.warmup} warm-up")
+    print(f"device {device} | CPU {results['cpu']} | torch {results['torch']} | {cfg.threads} "
+          f"threads | {n_flop_params:,} FLOP-counted parameters | median of {cfg.repeats} after "
+          f"{cfg.warmup} warm-up")
     print(f"matmul peak               {results['peak_gflops']:8.1f} GFLOP/s")
     print(f"generation, KV cache      {g['cached']['tokens_per_s']:8.0f} tokens/s  "
           f"{g['cached']['completions_per_s']:7.0f} completions/s  noise {g['cached']['noise']:.0%}")
@@ -357,8 +370,9 @@ def main(cfg: Config):
         print(f"{name:<25} {r['s_per_step']:8.3f} s/step  {r['tokens_per_s']:8.0f} tokens/s  "
               f"{r['peak_fraction']:5.1%} of peak  peak RSS {r['peak_rss_mib']:.0f} MiB  "
               f"noise {r['noise']:.0%}\n{'':26}{split}")
+    share = "a few steps (--quick)" if cfg.quick else "a tenth of the default run"
     for name, r in results["scripts"].items():
-        print(f"{name:<10} (a tenth of the default run) {r['s']:6.1f} s: {r['model_fraction']:.0%} in the model "
+        print(f"{name:<10} ({share}) {r['s']:6.1f} s: {r['model_fraction']:.0%} in the model "
               f"(forward {r['forward_s']:.1f} s, backward {r['backward_s']:.1f} s, optimizer "
               f"{r['optimizer_s']:.1f} s), {r['other_s']:.1f} s elsewhere")
     write_json(cfg.out, results)

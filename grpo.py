@@ -242,8 +242,8 @@ def train(cfg: Config) -> dict:
         r = reward_fn(response, ground_truth, cfg.abstain_reward)
         return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
-    log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}, {cfg.length_normalization}) | {device} | "
-                           f"{n_prompts} prompts x {G} | kl_per_token: KL(pi || pi_ref)")
+    log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {n_prompts} prompts x {G} | "
+                           f"kl_per_token = KL(pi || pi_ref){' on eval steps' * (cfg.beta == 0)}")
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     try:
         for step in range(1, cfg.steps + 1):

@@ -83,8 +83,10 @@ def parse_config(config_cls, argv=None, description: str | None = None):
         text = f"{help_of.get(f.name, '')} (default: {f.default})".replace("%", "%%")
         if kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
-        elif typing.get_origin(kind) is typing.Literal:
-            g.add_argument(flag, choices=typing.get_args(kind), default=f.default, help=text)
+        elif typing.get_origin(kind) is typing.Literal:  # choices listed in the help, not the usage
+            choices = typing.get_args(kind)
+            g.add_argument(flag, choices=choices, default=f.default, metavar="NAME",
+                           help=text.replace(" (default:", f"; one of {', '.join(choices)} (default:"))
         elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[x]: "none" or x
             base = [t for t in typing.get_args(kind) if t is not type(None)][0]
             g.add_argument(flag, type=lambda s, b=base: None if s.lower() == "none" else b(s),

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates every figure under docs/: the curves of each script's default run, then every
-# experiment. Run from anywhere: `bash docs/regenerate.sh` (about an hour on a 2-core CPU), or
-# `bash docs/regenerate.sh defaults` for the default runs' curves only (about 10 minutes).
+# experiment. Run from anywhere: `bash docs/regenerate.sh` (about an hour on a 2-core AMD EPYC,
+# two to three on a 2-core Intel Xeon), or `bash docs/regenerate.sh defaults` for the default
+# runs' curves only. It replaces the runs in out/ (--overwrite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python sft.py && cp out/sft/curves.png docs/sft_curves.png
-python grpo.py && cp out/grpo/curves.png docs/grpo_curves.png
-python dpo.py && cp out/dpo/curves.png docs/dpo_curves.png
-python ppo.py && cp out/ppo/curves.png docs/ppo_curves.png
+python sft.py --overwrite && cp out/sft/curves.png docs/sft_curves.png
+python grpo.py --overwrite && cp out/grpo/curves.png docs/grpo_curves.png
+python dpo.py --overwrite && cp out/dpo/curves.png docs/dpo_curves.png
+python ppo.py --overwrite && cp out/ppo/curves.png docs/ppo_curves.png
 
 
 if [ "${1:-all}" != "defaults" ]; then

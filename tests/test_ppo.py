@@ -170,7 +170,7 @@ def test_one_epoch_one_minibatch_logs_ratio_1_and_no_clipping(small_sft, tmp_pat
     path, _ = small_sft
     ppo.train(ppo.Config(**{**TINY, "n_minibatches": 1, "ppo_epochs": 1}, sft_checkpoint=path,
                          out_dir=str(tmp_path)))
-    for row in read_csv(tmp_path / "metrics.csv"):
+    for row in read_csv(tmp_path / "metrics.csv")[1:]:  # after step 0, the starting evaluation
         assert float(row["ratio"]) == pytest.approx(1.0, abs=1e-6)
         assert float(row["clipfrac"]) == 0 and float(row["vf_clipfrac"]) == 0
 
@@ -180,6 +180,7 @@ def test_reward_model_run(small_sft, tmp_path):
     summary = ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, out_dir=str(tmp_path)))
     assert 0 <= summary["reward_model_pair_accuracy"] <= 1
     rows = read_csv(tmp_path / "metrics.csv")
+    rows = rows[1:]  # after the step-0 row of the starting evaluation
     assert len(rows) == 3 and all(row["score"] != row["accuracy"] for row in rows)
 
 
@@ -193,7 +194,7 @@ def test_script_writes_outputs(small_sft, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 2 and {"start_accuracy", "final_accuracy", "wall_seconds",
                                       "final_explained_variance"} <= set(summary)
-    assert len(read_csv(tmp_path / "metrics.csv")) == 2
+    assert len(read_csv(tmp_path / "metrics.csv")) == 3  # step 0 (the starting evaluation), 1, 2
     load_checkpoint(str(tmp_path / "model.pt"), digits=2)  # the policy, loadable
 
 
@@ -234,7 +235,7 @@ def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, t
                                    critic_lr=1e-3, prompts_per_step=64, rm_prompts=128, rm_steps=20,
                                    rm_batch_size=16, n_test=50,
                                    eval_every=1000, samples_every=1000, out_dir=str(tmp_path)))
-    rows = read_csv(tmp_path / "metrics.csv")
+    rows = read_csv(tmp_path / "metrics.csv")[1:]  # after step 0, the starting evaluation
     score = [float(r["score"]) for r in rows]
     # measured: 0.11 -> 0.48 reward-model standard deviations, while true accuracy fell 0.19 -> 0.10
     assert sum(score[-3:]) / 3 >= sum(score[:3]) / 3 + 0.25, score
@@ -249,3 +250,17 @@ def test_learning(default_sft, tmp_path):
     assert summary["start_accuracy"] == default_sft[1]["final_accuracy"]
     assert summary["final_accuracy"] >= summary["start_accuracy"] + 0.08, summary
     assert summary["explained_variance_last_10"] > 0.0, summary
+
+
+def test_target_kl_stops_on_the_kl_measured_after_the_epoch(small_sft, tmp_path):
+    """Before the first update of a rollout the policy is pi_old, so a KL taken before each
+    minibatch's update starts at exactly 0; the one measured after the epoch does not. A tiny
+    target_kl must therefore stop every rollout after its first epoch."""
+    path, _ = small_sft
+    for target, epochs in ((1e-12, "1"), (None, "3")):
+        out = tmp_path / str(target)
+        ppo.train(ppo.Config(**{**TINY, "ppo_epochs": 3, "target_kl": target}, sft_checkpoint=path,
+                             out_dir=str(out)))
+        rows = read_csv(out / "metrics.csv")[1:]
+        assert {row["epochs"] for row in rows} == {epochs}
+        assert all(float(row["kl_old_new"]) > 0 for row in rows)
