@@ -62,7 +62,7 @@ import sft  # only to train the starting checkpoint when there is none
 from toy_model import (ABSTENTION, AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step,
                        generate, get_response_log_probs, load_checkpoint, log_generations, lr_at, masked_mean,
                        masked_normalize, peak_rss_mib, pick_device, require, reward_fn, run_script,
-                       save_checkpoint, set_seed, write_json)
+                       save_checkpoint, set_seed, task_config, write_json)
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
@@ -74,6 +74,8 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     sft_checkpoint: str = "out/sft/model.pt"  # start and reference model (trained by sft.py if missing)
+    easy_digits: int | None = None  # task mix, as in sft.py; must match the checkpoint's
+    hard_fraction: float = 0.5  # with easy_digits: share of "hard" problems; must match the checkpoint's
     # --- sampling ---
     group_size: int = 8  # G: responses sampled per prompt (DeepSeekMath uses 64)
     rollout_batch_size: int = 256  # responses per rollout batch = prompts x group_size
@@ -92,6 +94,7 @@ class Config:
     kl_estimator: Literal["k1", "k3"] = "k3"  # k1 = log(pi/pi_ref); k3 = r - log r - 1 (DeepSeekMath)
     format_reward_weight: float = 0.0  # reward = r1_zero reward + this x format reward (0: CS336)
     abstain_reward: float | None = None  # reward for the "?" abstention (None: unformatted, 0)
+    wrong_reward: float = 0.0  # reward of any other response that is not right (e.g. -1: a penalty)
     drop_equal_reward_groups: bool = False  # skip groups with no reward spread (DAPO dynamic sampling)
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps)
@@ -153,6 +156,11 @@ class Config:
                 "--beta and --format_reward_weight must be >= 0")
         require(self.abstain_reward is None or 0 <= self.abstain_reward < 1,
                 "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
+        require(self.wrong_reward <= 0 and (self.abstain_reward is None or self.wrong_reward < self.abstain_reward),
+                "--wrong_reward must be <= 0 and below --abstain_reward")
+        require(self.easy_digits is None or 1 <= self.easy_digits < self.digits,
+                "--easy_digits must be between 1 and --digits - 1 (or none)")
+        require(0 <= self.hard_fraction <= 1, "--hard_fraction must be in [0, 1]")
         require(self.lr > 0 and self.max_grad_norm > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0,
                 "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
@@ -283,9 +291,11 @@ def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
     device = pick_device(cfg.device)
     rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
+    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg))), Tokenizer()
     sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
-    policy, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
+    policy, ckpt = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
+    require(task_config(ckpt["run_config"]) == task_config(dataclasses.asdict(cfg)),
+            f"checkpoint {cfg.sft_checkpoint} was trained on the task {task_config(ckpt['run_config'])}: pass the same flags")
     reference, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)  # frozen start
     reference.requires_grad_(False)
     policy.eval()  # no dropout in RL: train the log-probs of the policy that sampled (generate runs in eval)
@@ -302,7 +312,7 @@ def train(cfg: Config) -> dict:
     normalize_constant = cfg.normalize_constant or max_new  # Dr. GRPO: a constant, not |o_i|
 
     def scored(response, ground_truth):  # the r1_zero reward, plus optional credit for format
-        r = reward_fn(response, ground_truth, cfg.abstain_reward)
+        r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
         return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
     print(f"GRPO ({cfg.loss_type}, {cfg.length_normalization}) on {cfg.digits}-digit addition from "
@@ -401,6 +411,7 @@ def train(cfg: Config) -> dict:
                    "answer_reward": reward_meta["answer_reward"],
                    "zero_spread_fraction": reward_meta["zero_spread_fraction"],
                    "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
+                   "direct_rate": sum(r.startswith("<think></think>") for r in responses) / len(responses),
                    "trained_fraction": len(kept) / len(responses), "loss": sums["loss"],
                    "kl": sums["kl"] / n_tok if ref_log_probs is not None else None,
                    "entropy": sums["entropy"] / n_tok, "clip_fraction": sums["clipped"] / n_tok,

@@ -30,7 +30,7 @@ import torch
 from toy_model import (AdditionTask, GPT, GPTConfig, MetricLog, Tokenizer, evaluate, format_step,
                        get_response_log_probs, log_generations, lr_at, masked_mean, masked_normalize,
                        peak_rss_mib, pick_device, require, run_script, save_checkpoint, set_seed,
-                       tokenize_prompt_and_output, write_json)
+                       task_config, tokenize_prompt_and_output, write_json)
 
 
 @dataclass
@@ -39,6 +39,9 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention, at random
+    direct_fraction: float = 0.0  # share answered directly, with an empty scratchpad, at random
+    easy_digits: int | None = None  # if set, "easy" problems have operands below 10^easy_digits
+    hard_fraction: float = 0.5  # with easy_digits: share of full-width "hard" training problems
     # --- model ---
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
@@ -79,15 +82,26 @@ class Config:
         require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
                 "--n_test, --eval_every and --samples_every must be >= 1")
         require(0 <= self.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
+        require(0 <= self.direct_fraction <= 1 and self.abstain_fraction + self.direct_fraction <= 1,
+                "--direct_fraction must be in [0, 1], and with --abstain_fraction at most 1")
+        require(self.easy_digits is None or 1 <= self.easy_digits < self.digits,
+                "--easy_digits must be between 1 and --digits - 1 (or none)")
+        require(0 <= self.hard_fraction <= 1, "--hard_fraction must be in [0, 1]")
 
 
-def demonstrations(problems, abstain_fraction, rng) -> list[str]:
+def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0) -> list[str]:
     """The SFT targets: each problem's scratchpad demonstration, or, with probability
-    abstain_fraction, the abstention "?". The choice is a coin flip, not a judgement of what the
-    model can do: a demonstrator cannot know that. Fraction 0 draws nothing from rng."""
-    if abstain_fraction == 0:
+    abstain_fraction, the abstention "?", or, with probability direct_fraction, the direct answer
+    (empty scratchpad). The choice is a coin flip, not a judgement of what the model can do: a
+    demonstrator cannot know that. Both fractions 0 draw nothing from rng; otherwise one draw each."""
+    if abstain_fraction == 0 and direct_fraction == 0:
         return [p.demonstration for p in problems]
-    return [p.abstention if rng.random() < abstain_fraction else p.demonstration for p in problems]
+    targets = []
+    for p in problems:
+        u = rng.random()
+        targets.append(p.abstention if u < abstain_fraction else
+                       p.direct if u < abstain_fraction + direct_fraction else p.demonstration)
+    return targets
 
 
 def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps,
@@ -108,7 +122,7 @@ def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
     device = pick_device(cfg.device)
     rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
+    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg))), Tokenizer()
     model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
                           dropout=cfg.dropout)).to(device)
@@ -133,7 +147,7 @@ def train(cfg: Config) -> dict:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.
             problems = task.sample(cfg.batch_size, rng)
-            targets = demonstrations(problems, cfg.abstain_fraction, rng)
+            targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction)
             nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
             # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
             for i in range(0, cfg.batch_size, micro_size):

@@ -75,6 +75,10 @@ class Problem:
         return f"<think>{','.join(steps)}</think><answer>{self.answer}</answer>{EOS}"
 
     @property
+    def direct(self) -> str:  # the answer without working: an empty scratchpad, "<think></think>"
+        return f"<think></think><answer>{self.answer}</answer>{EOS}"
+
+    @property
     def abstention(self) -> str:  # "I don't know": no scratchpad, answer "?" (see reward_fn)
         return ABSTENTION
 
@@ -85,14 +89,34 @@ class AdditionTask:
     The test set is drawn once from its own seed; `sample` rejects any problem in it, so a score
     on `test` is a score on problems the model never saw. With few possible problems (1 digit has
     100) the test set is capped at a fifth of them.
+
+    Difficulty in the prompt (off by default): with `easy_digits` set, a problem is "hard" with
+    probability `hard_fraction` (operands below 10^digits, at least one of them >= 10^easy_digits)
+    and "easy" otherwise (both operands below 10^easy_digits). Both are zero-padded to `digits`, so
+    the prompt's leading zeros show the kind, and every prompt keeps one length. Whatever the
+    training mix, the test set then holds n_test // 2 easy and n_test - n_test // 2 hard problems
+    (each kind capped at a fifth of its own problems), in a seeded shuffled order, so that each
+    kind is measured on as many problems.
     """
 
-    def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234):
-        self.digits = digits
+    def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234,
+                 easy_digits: int | None = None, hard_fraction: float = 0.5):
+        self.digits, self.easy_digits, self.hard_fraction = digits, easy_digits, hard_fraction
         n_problems = (10 ** digits) ** 2
-        n_test = min(n_test, n_problems // 5)
         rng = np.random.default_rng(test_seed)
-        ids = rng.choice(n_problems, size=n_test, replace=False)
+        if easy_digits is None:
+            n_test = min(n_test, n_problems // 5)
+            ids = rng.choice(n_problems, size=n_test, replace=False)
+        else:
+            assert 1 <= easy_digits < digits and 0 <= hard_fraction <= 1, "easy_digits < digits, hard_fraction in [0, 1]"
+            n_easy_problems = (10 ** easy_digits) ** 2
+            n_easy = min(n_test // 2, n_easy_problems // 5)
+            n_hard = min(n_test - n_test // 2, (n_problems - n_easy_problems) // 5)
+            easy = [int(i // 10 ** easy_digits) * 10 ** digits + int(i % 10 ** easy_digits)
+                    for i in rng.choice(n_easy_problems, size=n_easy, replace=False)]
+            hard = [int(i) for i in rng.choice(n_problems, size=2 * n_hard + 10, replace=False)
+                    if max(int(i) // 10 ** digits, int(i) % 10 ** digits) >= 10 ** easy_digits][:n_hard]
+            ids = rng.permutation(np.array(easy + hard, dtype=np.int64))
         self.test = [Problem(int(i) // 10 ** digits, int(i) % 10 ** digits, digits) for i in ids]
         self._test_set = {(p.a, p.b) for p in self.test}
         self.prompt_len = 2 * digits + 2
@@ -100,14 +124,31 @@ class AdditionTask:
         self.max_new_tokens = self.response_len + 5  # sampling budget: a little room for wrong answers
         self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold: 48 at 3 digits
 
+    def kind(self, problem: Problem) -> str:
+        """ "easy" (both operands below 10^easy_digits) or "hard"; every problem is "hard" by default."""
+        small = self.easy_digits is not None and max(problem.a, problem.b) < 10 ** self.easy_digits
+        return "easy" if small else "hard"
+
     def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        """n training problems, operands uniform in [0, 10^d), never one from the test set."""
+        """n training problems, never one from the test set: operands uniform in [0, 10^d), or,
+        with easy_digits set, of a kind drawn first (hard with probability hard_fraction)."""
         out = []
         while len(out) < n:
-            a, b = (int(x) for x in rng.integers(0, 10 ** self.digits, size=2))
-            if (a, b) not in self._test_set:
-                out.append(Problem(a, b, self.digits))
+            hard = self.easy_digits is None or rng.random() < self.hard_fraction
+            width = self.digits if hard else self.easy_digits
+            while True:  # redraw until the problem is of the drawn kind and not a held-out one
+                a, b = (int(x) for x in rng.integers(0, 10 ** width, size=2))
+                if (a, b) not in self._test_set and (not hard or self.kind(Problem(a, b, self.digits)) == "hard"):
+                    break
+            out.append(Problem(a, b, self.digits))
         return out
+
+
+def task_config(run_config: dict | None) -> dict:
+    """The task knobs a run was made with (from a checkpoint's run_config; absent: the defaults),
+    so that an RL run and its evaluation build the same task as the SFT run they start from."""
+    run_config = run_config or {}
+    return {"easy_digits": run_config.get("easy_digits"), "hard_fraction": run_config.get("hard_fraction", 0.5)}
 
 
 RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|endoftext\|>")
@@ -116,19 +157,22 @@ RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|e
 ABSTENTION = "<think>?</think><answer>?</answer><|endoftext|>"
 
 
-def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = None) -> dict[str, float]:
+def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = None,
+              wrong_reward: float = 0.0) -> dict[str, float]:
     """CS336's r1_zero convention, {"reward", "format_reward", "answer_reward"}: unformatted
     gives 0, 0, 0; formatted but wrong 0, 1, 0; correct 1, 1, 1. Formatted means the whole response is
     <think>scratchpad</think><answer>digits</answer> followed by end-of-text and nothing else.
     With abstain_reward set (not in CS336), the ABSTENTION response counts as formatted and scores
-    abstain_reward, 1, 0; without it, it is unformatted like any other stray text."""
+    abstain_reward, 1, 0; without it, it is unformatted like any other stray text. wrong_reward
+    (not in CS336; e.g. -1) is the reward of every response that is neither right nor ABSTENTION,
+    unformatted ones included, so that a penalty for a wrong answer cannot be dodged by bad format."""
     if abstain_reward is not None and response == ABSTENTION:
         return {"reward": float(abstain_reward), "format_reward": 1.0, "answer_reward": 0.0}
     match = RESPONSE_RE.fullmatch(response)
     if match is None:
-        return {"reward": 0.0, "format_reward": 0.0, "answer_reward": 0.0}
+        return {"reward": float(wrong_reward), "format_reward": 0.0, "answer_reward": 0.0}
     correct = float(match.group(1) == ground_truth)
-    return {"reward": correct, "format_reward": 1.0, "answer_reward": correct}
+    return {"reward": correct if correct else float(wrong_reward), "format_reward": 1.0, "answer_reward": correct}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,18 +438,21 @@ def masked_mean(tensor, mask, dim=None):
 # Evaluation
 # ----------------------------------------------------------------------------------------------
 def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_tokens: int,
-             batch_size: int = 125) -> tuple[dict, list[dict]]:
-    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention and
-    end-of-text rates, mean response length over all, correct and incorrect answers, and the
-    policy's mean token entropy on its own responses; samples hold each prompt, response, reward.
-    125 prompts per batch: on a CPU as fast as 512, for a quarter of the memory."""
+             batch_size: int = 125, suppress: str = "") -> tuple[dict, list[dict]]:
+    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention,
+    direct-answer (empty scratchpad) and end-of-text rates, mean response length over all, correct
+    and incorrect answers, and the policy's mean token entropy on its own responses; samples hold
+    each prompt, response, reward. `suppress` lists characters never generated (e.g. "?": what would
+    it answer if it could not abstain?). 125 prompts per batch: on a CPU as fast as 512, for a
+    quarter of the memory."""
+    suppress_ids = tuple(tokenizer.encode(c)[0] for c in suppress)
     device = next(model.parameters()).device
     samples, entropies = [], []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         prompt_ids = encode_prompts(tokenizer, [p.prompt for p in chunk], device)
         ids, mask = generate(model, prompt_ids, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                             temperature=0.0)
+                             temperature=0.0, suppress_ids=suppress_ids)
         with torch.inference_mode():
             seq = torch.cat([prompt_ids, ids], dim=1)
             out = get_response_log_probs(model, seq[:, :-1], seq[:, 1:], return_token_entropy=True)
@@ -425,6 +472,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_
         "accuracy": len(correct) / len(samples),
         "format_rate": mean([s["format_reward"] for s in samples]),
         "abstain_rate": mean([float(s["response"] == ABSTENTION) for s in samples]),
+        "direct_rate": mean([float(s["response"].startswith("<think></think>")) for s in samples]),
         "eos_rate": mean([float(s["eos"]) for s in samples]),
         "response_len": mean([s["length"] for s in samples]),
         "response_len_correct": mean([s["length"] for s in correct]),
