@@ -472,7 +472,8 @@ def plot_abstention_by_kind(ax, profiles: dict, break_even: float) -> None:
 
 
 # The abstain experiment's task and thresholds, fixed before any full run.
-ABSTAIN_TASK = dict(easy_digits=2, hard_fraction=0.05)  # 3-digit prompts; 5% of training problems use the top digit
+ABSTAIN_TASK = dict(easy_digits=2, hard_fraction=0.05)  # 3-digit prompts; 5% of SFT problems use the top digit
+ABSTAIN_RL_HARD_FRACTION = 0.5  # GRPO's prompts: half hard, or the few hard ones teach too little
 SFT_AUROC_TOLERANCE = 0.1  # after SFT: |AUROC - 0.5| <= 0.1
 GRPO_AUROC_MIN = 0.85  # after GRPO: AUROC >= 0.85
 ABSTAIN_ON_WRONG_MIN = 0.60  # after GRPO: greedy '?' on at least 60% of the problems it would get wrong
@@ -485,7 +486,8 @@ def abstain(args) -> dict:
     does not know what the model knows; RL with a reward that prefers '?' to a wrong answer can.
     The task mixes easy problems (2-digit operands, zero-padded: 057+032=) with hard ones (3-digit)
     that only 5% of the demonstrations cover, so the model's competence shows in the prompt.
-    SFT on demonstrations of which 30% are the abstention, picked at random. Then GRPO with
+    SFT on demonstrations of which 30% are the abstention, picked at random. Then GRPO, on prompts
+    of which half are hard (the held-out set is always half and half), with
     reward 1 right, 0.3 for '?', 0 wrong, as Dr. GRPO (no std division, constant length
     normalisation: advantages are reward differences, so '?' wins exactly where the chance of a
     right answer is below 0.3, and the 7-token '?' is not favoured over longer answers) with a KL
@@ -495,7 +497,8 @@ def abstain(args) -> dict:
     abstain_fraction, abstain_reward, wrong_reward = 0.3, 0.3, 0.0
     train_script(sft, args, "abstain/sft", steps=300, abstain_fraction=abstain_fraction, **ABSTAIN_TASK)
     sft_checkpoint = os.path.join(args.out_dir, "abstain", "sft", "model.pt")
-    grpo_rows = train_script(grpo, args, "abstain/grpo", sft_checkpoint=sft_checkpoint, **ABSTAIN_TASK,
+    grpo_rows = train_script(grpo, args, "abstain/grpo", sft_checkpoint=sft_checkpoint,
+                             **{**ABSTAIN_TASK, "hard_fraction": ABSTAIN_RL_HARD_FRACTION},
                              **{**MIXED_GRPO, "steps": 100}, abstain_reward=abstain_reward,
                              wrong_reward=wrong_reward, use_std_normalization=False,
                              length_normalization="constant", beta=0.04)

@@ -107,7 +107,7 @@ def test_grpo_refuses_a_checkpoint_of_another_task(small_sft, tmp_path):
     cfg = grpo.Config(digits=2, easy_digits=1, sft_checkpoint=checkpoint, steps=1, n_test=8,
                       rollout_batch_size=16, train_batch_size=16, gradient_accumulation_steps=1,
                       device="cpu", out_dir=str(tmp_path))
-    with pytest.raises(UserError, match="task"):
+    with pytest.raises(UserError, match="easy_digits"):
         grpo.train(cfg)
 
 
