@@ -46,6 +46,8 @@ Variants:  --loss_type {no_baseline, reinforce_with_baseline, grpo_clip, grpo_no
            --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy: the ratio and clip matter)
            --abstain_reward 0.3 (the answer "?" scores 0.3; `python experiments.py abstain` asks
            whether GRPO from an SFT model that abstains at random learns when to say "I don't know")
+           --wrong_reward -1 (a penalty for wrong answers)  --easy_digits 2 --hard_fraction 0.5
+           (a mix of easy and hard problems, as the SFT checkpoint was trained on; see sft.py)
 Outputs: out/grpo/{metrics.csv, curves.png, model.pt, summary.json}. `python grpo.py -h` lists all.
 """
 from __future__ import annotations
