@@ -190,30 +190,35 @@ def length_bias(args) -> dict:
     runs = {norm: train_script(grpo, args, f"length_bias/{norm}", sft_checkpoint=sft_checkpoint,
                                **MIXED_GRPO, length_normalization=norm)
             for norm in ("sequence_mean", "constant")}
-    fig, (acc, wrong_len, share) = new_figure(3, "GRPO length normalisation: 1/|o_i| (DeepSeekMath) "
-                                                 "vs 1/max_new_tokens (Dr. GRPO)")
+    plot_length_bias(runs, args)
     results = {}
     for norm, rows in runs.items():
-        acc.plot(*start_and(rows, args, f"length_bias/{norm}", "eval_accuracy"), marker=".", label=norm)
-        steps, lengths = column(rows, "response_len_incorrect")
-        wrong_len.plot(steps, smooth(lengths), label=norm)
-        steps, direct = column(rows, "direct_rate")
-        share.plot(steps, smooth([1 - d for d in direct]), label=norm)
-        first, final = first_and_last(lengths, 10)
+        first, final = first_and_last(column(rows, "response_len_incorrect")[1], 10)
         results[norm] = {"final_accuracy": last(rows, "eval_accuracy"),
                          "wrong_len_first_10": first, "wrong_len_last_10": final, "wrong_len_growth": final - first,
                          "len_last_10": last(rows, "response_len", 10),
                          "scratchpad_share_last_10": 1 - last(rows, "direct_rate", 10),
                          "heldout_wrong_len_final": last(rows, "eval_response_len_incorrect")}
+    excess = results["sequence_mean"]["wrong_len_growth"] - results["constant"]["wrong_len_growth"]
+    return {**results, "excess_wrong_len_growth": excess, "claim_holds": excess >= WRONG_LEN_EXCESS_MIN}
+
+
+def plot_length_bias(runs: dict, args) -> None:
+    """Per normalisation: held-out accuracy, the length of wrong rollouts, the scratchpad's share."""
+    fig, (acc, wrong_len, share) = new_figure(3, "GRPO length normalisation: 1/|o_i| (DeepSeekMath) "
+                                                 "vs 1/max_new_tokens (Dr. GRPO)")
+    for norm, rows in runs.items():
+        acc.plot(*start_and(rows, args, f"length_bias/{norm}", "eval_accuracy"), marker=".", label=norm)
+        wrong_len.plot(*(lambda s, v: (s, smooth(v)))(*column(rows, "response_len_incorrect")), label=norm)
+        steps, direct = column(rows, "direct_rate")
+        share.plot(steps, smooth([1 - d for d in direct]), label=norm)
     acc.set_title("held-out greedy accuracy")
-    wrong_len.set_title("rollout length of wrong answers (10-step mean)")
+    wrong_len.set_title("length of wrong rollouts (10-step mean)")
     wrong_len.set_ylabel("tokens")
-    share.set_title("share of rollouts with a scratchpad (10-step mean)")
+    share.set_title("rollouts with a scratchpad (10-step mean)")
     for ax in (acc, wrong_len, share):
         ax.legend(fontsize=8)
     save_figure(fig, args, "length_bias")
-    excess = results["sequence_mean"]["wrong_len_growth"] - results["constant"]["wrong_len_growth"]
-    return {**results, "excess_wrong_len_growth": excess, "claim_holds": excess >= WRONG_LEN_EXCESS_MIN}
 
 
 @experiment("GRPO advantage with and without the std division and the baseline: held-out accuracy")
