@@ -76,8 +76,8 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     sft_checkpoint: str = "out/sft/model.pt"  # start and reference model (trained by sft.py if missing)
-    easy_digits: int | None = None  # "easy" problems' operand length, as in sft.py; must match the checkpoint's
-    hard_fraction: float = 0.5  # with easy_digits: share of "hard" prompts in the rollouts (may differ from SFT's)
+    easy_digits: int | None = None  # operand length of "easy" problems (sft.py); the checkpoint's
+    hard_fraction: float = 0.5  # with easy_digits: share of "hard" prompts (may differ from SFT's)
     # --- sampling ---
     group_size: int = 8  # G: responses sampled per prompt (DeepSeekMath uses 64)
     rollout_batch_size: int = 256  # responses per rollout batch = prompts x group_size
@@ -158,8 +158,9 @@ class Config:
                 "--beta and --format_reward_weight must be >= 0")
         require(self.abstain_reward is None or 0 <= self.abstain_reward < 1,
                 "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
-        require(self.wrong_reward <= 0 and (self.abstain_reward is None or self.wrong_reward < self.abstain_reward),
-                "--wrong_reward must be <= 0 and below --abstain_reward")
+        require(self.wrong_reward <= 0, "--wrong_reward must be <= 0")
+        require(self.abstain_reward is None or self.wrong_reward < self.abstain_reward,
+                "--wrong_reward must be below --abstain_reward")
         require(self.easy_digits is None or 1 <= self.easy_digits < self.digits,
                 "--easy_digits must be between 1 and --digits - 1 (or none)")
         require(0 <= self.hard_fraction <= 1, "--hard_fraction must be in [0, 1]")
@@ -293,11 +294,13 @@ def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
     device = pick_device(cfg.device)
     rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg))), Tokenizer()
+    task = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg)))
+    tokenizer = Tokenizer()
     sft.train_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
     policy, ckpt = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    require(task_config(ckpt["run_config"])["easy_digits"] == cfg.easy_digits,  # the mix of kinds may differ
-            f"checkpoint {cfg.sft_checkpoint} was trained with --easy_digits {task_config(ckpt['run_config'])['easy_digits']}")
+    trained_on = task_config(ckpt["run_config"])["easy_digits"]  # same kinds; their mix may differ
+    require(trained_on == cfg.easy_digits,
+            f"checkpoint {cfg.sft_checkpoint} was trained with --easy_digits {trained_on}")
     reference, _ = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)  # frozen start
     reference.requires_grad_(False)
     policy.eval()  # no dropout in RL: train the log-probs of the policy that sampled (generate runs in eval)
@@ -413,7 +416,8 @@ def train(cfg: Config) -> dict:
                    "answer_reward": reward_meta["answer_reward"],
                    "zero_spread_fraction": reward_meta["zero_spread_fraction"],
                    "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
-                   "direct_rate": sum(r.startswith("<think></think>") for r in responses) / len(responses),
+                   "direct_rate": sum(r.startswith("<think></think>") for r in responses)
+                   / len(responses),
                    "trained_fraction": len(kept) / len(responses), "loss": sums["loss"],
                    "kl": sums["kl"] / n_tok if ref_log_probs is not None else None,
                    "entropy": sums["entropy"] / n_tok, "clip_fraction": sums["clipped"] / n_tok,

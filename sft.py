@@ -85,8 +85,8 @@ class Config:
         require(self.n_test >= 1 and self.eval_every >= 1 and self.samples_every >= 1,
                 "--n_test, --eval_every and --samples_every must be >= 1")
         require(0 <= self.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
-        require(0 <= self.direct_fraction <= 1 and self.abstain_fraction + self.direct_fraction <= 1,
-                "--direct_fraction must be in [0, 1], and with --abstain_fraction at most 1")
+        require(0 <= self.direct_fraction and self.abstain_fraction + self.direct_fraction <= 1,
+                "--direct_fraction must be >= 0, and with --abstain_fraction at most 1")
         require(self.easy_digits is None or 1 <= self.easy_digits < self.digits,
                 "--easy_digits must be between 1 and --digits - 1 (or none)")
         require(0 <= self.hard_fraction <= 1, "--hard_fraction must be in [0, 1]")
@@ -96,7 +96,7 @@ def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0) -> list
     """The SFT targets: each problem's scratchpad demonstration, or, with probability
     abstain_fraction, the abstention "?", or, with probability direct_fraction, the direct answer
     (empty scratchpad). The choice is a coin flip, not a judgement of what the model can do: a
-    demonstrator cannot know that. Both fractions 0 draw nothing from rng; otherwise one draw each."""
+    demonstrator cannot know that. Both fractions 0 draw nothing from rng, else one draw each."""
     if abstain_fraction == 0 and direct_fraction == 0:
         return [p.demonstration for p in problems]
     targets = []
@@ -125,7 +125,8 @@ def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
     device = pick_device(cfg.device)
     rng = set_seed(cfg.seed)
-    task, tokenizer = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg))), Tokenizer()
+    task = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg)))
+    tokenizer = Tokenizer()
     model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
                           dropout=cfg.dropout)).to(device)

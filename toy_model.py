@@ -108,14 +108,14 @@ class AdditionTask:
             n_test = min(n_test, n_problems // 5)
             ids = rng.choice(n_problems, size=n_test, replace=False)
         else:
-            assert 1 <= easy_digits < digits and 0 <= hard_fraction <= 1, "easy_digits < digits, hard_fraction in [0, 1]"
+            assert 1 <= easy_digits < digits and 0 <= hard_fraction <= 1, "bad easy_digits"
             n_easy_problems = (10 ** easy_digits) ** 2
             n_easy = min(n_test // 2, n_easy_problems // 5)
             n_hard = min(n_test - n_test // 2, (n_problems - n_easy_problems) // 5)
             easy = [int(i // 10 ** easy_digits) * 10 ** digits + int(i % 10 ** easy_digits)
                     for i in rng.choice(n_easy_problems, size=n_easy, replace=False)]
             hard = [int(i) for i in rng.choice(n_problems, size=2 * n_hard + 10, replace=False)
-                    if max(int(i) // 10 ** digits, int(i) % 10 ** digits) >= 10 ** easy_digits][:n_hard]
+                    if max(divmod(int(i), 10 ** digits)) >= 10 ** easy_digits][:n_hard]
             ids = rng.permutation(np.array(easy + hard, dtype=np.int64))
         self.test = [Problem(int(i) // 10 ** digits, int(i) % 10 ** digits, digits) for i in ids]
         self._test_set = {(p.a, p.b) for p in self.test}
@@ -125,7 +125,7 @@ class AdditionTask:
         self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold: 48 at 3 digits
 
     def kind(self, problem: Problem) -> str:
-        """ "easy" (both operands below 10^easy_digits) or "hard"; every problem is "hard" by default."""
+        """ "easy" (both operands below 10^easy_digits) or "hard"; by default all are "hard"."""
         small = self.easy_digits is not None and max(problem.a, problem.b) < 10 ** self.easy_digits
         return "easy" if small else "hard"
 
@@ -138,9 +138,10 @@ class AdditionTask:
             width = self.digits if hard else self.easy_digits
             while True:  # redraw until the problem is of the drawn kind and not a held-out one
                 a, b = (int(x) for x in rng.integers(0, 10 ** width, size=2))
-                if (a, b) not in self._test_set and (not hard or self.kind(Problem(a, b, self.digits)) == "hard"):
+                problem = Problem(a, b, self.digits)
+                if (a, b) not in self._test_set and (not hard or self.kind(problem) == "hard"):
                     break
-            out.append(Problem(a, b, self.digits))
+            out.append(problem)
         return out
 
 
@@ -148,7 +149,8 @@ def task_config(run_config: dict | None) -> dict:
     """The task knobs a run was made with (from a checkpoint's run_config; absent: the defaults),
     so that an RL run and its evaluation build the same task as the SFT run they start from."""
     run_config = run_config or {}
-    return {"easy_digits": run_config.get("easy_digits"), "hard_fraction": run_config.get("hard_fraction", 0.5)}
+    return {"easy_digits": run_config.get("easy_digits"),
+            "hard_fraction": run_config.get("hard_fraction", 0.5)}
 
 
 RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|endoftext\|>")
@@ -165,14 +167,15 @@ def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = N
     With abstain_reward set (not in CS336), the ABSTENTION response counts as formatted and scores
     abstain_reward, 1, 0; without it, it is unformatted like any other stray text. wrong_reward
     (not in CS336; e.g. -1) is the reward of every response that is neither right nor ABSTENTION,
-    unformatted ones included, so that a penalty for a wrong answer cannot be dodged by bad format."""
+    unformatted ones included, so that bad format cannot dodge a penalty for a wrong answer."""
     if abstain_reward is not None and response == ABSTENTION:
         return {"reward": float(abstain_reward), "format_reward": 1.0, "answer_reward": 0.0}
     match = RESPONSE_RE.fullmatch(response)
     if match is None:
         return {"reward": float(wrong_reward), "format_reward": 0.0, "answer_reward": 0.0}
     correct = float(match.group(1) == ground_truth)
-    return {"reward": correct if correct else float(wrong_reward), "format_reward": 1.0, "answer_reward": correct}
+    reward = correct if correct else float(wrong_reward)
+    return {"reward": reward, "format_reward": 1.0, "answer_reward": correct}
 
 
 # ----------------------------------------------------------------------------------------------
