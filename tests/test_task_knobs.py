@@ -124,3 +124,21 @@ def test_auroc_hand_computed_with_ties():
     assert experiments.auroc([0.2, 0.2], [0.2]) == 0.5  # all tied: no information
     assert experiments.auroc([1.0], [0.0, 0.5]) == 1.0 and experiments.auroc([0.0], [1.0]) == 0.0
     assert experiments.auroc([], [0.3]) is None and experiments.auroc([0.3], []) is None
+
+
+def test_evaluate_suppress_forbids_characters_and_counts_direct_answers():
+    """abstention_profile's "would it be right if it could not abstain?" is evaluate(suppress="?")."""
+    import torch
+    from toy_model import GPT, GPTConfig, evaluate
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, d_model=32, n_head=4))
+    with torch.no_grad():  # make "?" the greedy choice: every final hidden state leans towards its embedding
+        lean = torch.randn(32)
+        model.ln_f.bias.copy_(lean)
+        model.tok_emb.weight[TOK.encode("?")[0]] = 3 * lean
+    problems = AdditionTask(3, 40).test
+    _, free = evaluate(model, TOK, problems, 12)
+    metrics, forced = evaluate(model, TOK, problems, 12, suppress="?")
+    assert any("?" in s["response"] for s in free)
+    assert not any("?" in s["response"] for s in forced)
+    assert metrics["direct_rate"] == sum(s["response"].startswith("<think></think>") for s in forced) / 40
