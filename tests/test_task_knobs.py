@@ -142,3 +142,11 @@ def test_evaluate_suppress_forbids_characters_and_counts_direct_answers():
     assert any("?" in s["response"] for s in free)
     assert not any("?" in s["response"] for s in forced)
     assert metrics["direct_rate"] == sum(s["response"].startswith("<think></think>") for s in forced) / 40
+
+
+@pytest.mark.parametrize("flags", [dict(wrong_reward=0.1), dict(easy_digits=3), dict(hard_fraction=-0.1),
+                                   dict(abstain_reward=0.0, wrong_reward=0.0)])
+def test_grpo_rejects_bad_knobs(flags):
+    with pytest.raises(UserError):
+        grpo.Config(**flags)
+    assert grpo.Config(abstain_reward=0.3, wrong_reward=-1.0).wrong_reward == -1.0
