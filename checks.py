@@ -37,6 +37,16 @@ def check_sft(cfg) -> None:
     require(cfg.warmup_steps >= 0 and cfg.weight_decay >= 0 and cfg.max_grad_norm > 0,
             "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")
     require(0 <= cfg.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
+    require(0 <= cfg.direct_fraction and cfg.abstain_fraction + cfg.direct_fraction <= 1,
+            "--direct_fraction must be >= 0, and with --abstain_fraction at most 1")
+    check_task(cfg)
+
+
+def check_task(cfg) -> None:
+    """The difficulty knobs of the task (sft.py and grpo.py)."""
+    require(cfg.easy_digits is None or 1 <= cfg.easy_digits < cfg.digits,
+            "--easy_digits must be between 1 and --digits - 1 (or none)")
+    require(0 <= cfg.hard_fraction <= 1, "--hard_fraction must be in [0, 1]")
 
 
 def check_dpo(cfg) -> None:
@@ -107,5 +117,9 @@ def check_grpo(cfg) -> None:
             "--beta and --format_reward_weight must be >= 0")
     require(cfg.abstain_reward is None or 0 <= cfg.abstain_reward < 1,
             "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
+    require(cfg.wrong_reward <= 0, "--wrong_reward must be <= 0")
+    require(cfg.abstain_reward is None or cfg.wrong_reward < cfg.abstain_reward,
+            "--wrong_reward must be below --abstain_reward")
+    check_task(cfg)
     require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")

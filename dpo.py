@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 import checks
 import runs
-from toy_model import (encode_prompts, evaluate, generate, get_response_log_probs, log_generations,
+from toy_model import (encode_prompts, evaluate, generate, get_response_log_probs,
                        masked_normalize, reward_fn, tokenize_prompt_and_output)
 
 
@@ -225,8 +225,7 @@ def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
     t0 = time.time()
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
-    policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    policy.eval()  # no dropout: at the start pi_theta = pi_ref exactly, and the first loss is ln 2
+    policy = runs.load_policy(cfg, device)  # eval mode: pi_theta = pi_ref, the first loss is ln 2
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: frozen SFT model
 
     # The offline preference sets, sampled once from the SFT model (= the reference).
@@ -310,7 +309,7 @@ def train(cfg: Config) -> dict:
                 log.step(row, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
                                "logps/rejected", "nll", "eval_preference_accuracy"], eval_metrics)
                 if step % cfg.samples_every == 0:
-                    log_generations(samples, title=f"held-out samples at step {step}")
+                    runs.log_generations(samples, title=f"held-out samples at step {step}")
                 if step == cfg.steps:
                     break
     except KeyboardInterrupt:

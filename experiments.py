@@ -137,44 +137,91 @@ def smooth(values: list[float], k: int = 10) -> list[float]:
 GRPO_RUN = dict(steps=120, eval_every=20, samples_every=1000)
 
 
+# The task where length is a choice (length_growth, length_bias): SFT on 3-digit addition where half
+# the demonstrations answer directly (empty scratchpad) and half work digit by digit, long enough
+# for both modes to be learnt; GRPO then starts from it with a smaller rollout batch than grpo.py's
+# (128 responses, 16 prompts x 8) so that each experiment stays within minutes on a CPU.
+MIXED_SFT = dict(direct_fraction=0.5, steps=300)
+MIXED_GRPO = dict(steps=100, rollout_batch_size=128, train_batch_size=128, gradient_accumulation_steps=4,
+                  eval_every=20, samples_every=1000)
+
+
+def mixed_sft(args, name: str) -> str:
+    """Train the SFT model on mixed direct and scratchpad demonstrations; return its checkpoint."""
+    import sft
+    train_script(sft, args, f"{name}/sft", **MIXED_SFT)
+    return os.path.join(args.out_dir, name, "sft", "model.pt")
+
+
+def answer_modes(checkpoint: str, n_test: int) -> dict:
+    """Held-out greedy answers of a checkpoint, split by mode: direct (empty scratchpad) or with the
+    scratchpad: the share of each, and each mode's accuracy and mean length in tokens."""
+    from runs import load_checkpoint, task_config
+    from toy_model import AdditionTask, Tokenizer, evaluate
+    model, ckpt = load_checkpoint(checkpoint)
+    task = AdditionTask(ckpt["digits"], n_test, **task_config(ckpt["run_config"]))
+    metrics, samples = evaluate(model, Tokenizer(), task.test, task.max_new_tokens)
+    out = {"accuracy": metrics["accuracy"], "response_len": metrics["response_len"]}
+    for mode in ("direct", "scratchpad"):
+        chosen = [s for s in samples if s["response"].startswith("<think></think>") == (mode == "direct")]
+        out[f"{mode}_share"] = len(chosen) / len(samples)
+        out[f"{mode}_accuracy"] = sum(s["answer_reward"] for s in chosen) / len(chosen) if chosen else None
+        out[f"{mode}_len"] = sum(s["length"] for s in chosen) / len(chosen) if chosen else None
+    return out
+
+
+def first_and_last(values: list[float], n: int) -> tuple[float, float]:
+    """Mean of the first n and of the last n values (n at least 1, at most half of them)."""
+    n = max(1, min(n, len(values) // 2 or 1))
+    return sum(values[:n]) / n, sum(values[-n:]) / n
+
+
+# Thresholds of the claims, fixed before any full run.
+LENGTH_GROWTH_MIN = 0.30  # length_growth: mean rollout length grows by at least 30%
+WRONG_LEN_EXCESS_MIN = 2.0  # length_bias: 1/|o_i| grows wrong answers >= 2 tokens more than a constant
+
+
 @experiment("GRPO length bias: per-sequence mean (DeepSeekMath) vs a constant divisor (Dr. GRPO)")
 def length_bias(args) -> dict:
     """Claim (Dr. GRPO, Liu et al. 2025): dividing each response's summed loss by its own length
-    |o_i| shrinks the per-token penalty of a long wrong answer, so wrong answers drift longer; a
-    constant divisor (max_new_tokens) treats every token alike and removes the drift."""
+    |o_i| shrinks the per-token penalty of a long wrong answer (and raises that of a short one), so
+    wrong answers drift longer; a constant divisor (max_new_tokens) treats every token alike. Both
+    runs start from the SFT model on mixed direct and scratchpad answers, so that a wrong answer
+    can be short (direct) or long (scratchpad)."""
     import grpo
-    runs = {norm: train_script(grpo, args, f"length_bias/{norm}", steps=200, eval_every=25, samples_every=1000,
-                               length_normalization=norm)
+    sft_checkpoint = mixed_sft(args, "length_bias")
+    runs = {norm: train_script(grpo, args, f"length_bias/{norm}", sft_checkpoint=sft_checkpoint,
+                               **MIXED_GRPO, length_normalization=norm)
             for norm in ("sequence_mean", "constant")}
-    fig, (acc, rollout, held_out) = new_figure(3, "GRPO length normalisation: 1/|o_i| (DeepSeekMath) "
-                                                  "vs 1/max_new_tokens (Dr. GRPO)")
+    plot_length_bias(runs, args)
     results = {}
     for norm, rows in runs.items():
-        acc.plot(*start_and(rows, args, f"length_bias/{norm}", "eval_accuracy"), marker=".", label=norm)
-        steps, lengths = column(rows, "response_len_incorrect")
-        rollout.plot(steps, smooth(lengths), label=norm)
-        held_out.plot(*column(rows, "eval_response_len_incorrect"), marker=".", label=norm)
-        quarter = max(1, len(lengths) // 4)
+        first, final = first_and_last(column(rows, "response_len_incorrect")[1], 10)
         results[norm] = {"final_accuracy": last(rows, "eval_accuracy"),
-                         "wrong_len_first_quarter": sum(lengths[:quarter]) / quarter,
-                         "wrong_len_last_quarter": sum(lengths[-quarter:]) / quarter,
+                         "wrong_len_first_10": first, "wrong_len_last_10": final, "wrong_len_growth": final - first,
+                         "len_last_10": last(rows, "response_len", 10),
+                         "scratchpad_share_last_10": 1 - last(rows, "direct_rate", 10),
                          "heldout_wrong_len_final": last(rows, "eval_response_len_incorrect")}
-        results[norm]["wrong_len_growth"] = (results[norm]["wrong_len_last_quarter"]
-                                             - results[norm]["wrong_len_first_quarter"])
-    acc.set_title("held-out greedy accuracy")
-    rollout.set_title("rollout length of wrong answers (10-step mean)")
-    held_out.set_title("held-out length of wrong answers (greedy)")
-    budget = AdditionTask(grpo.Config.digits, 1).max_new_tokens
-    for ax in (rollout, held_out):  # on the scale of the response budget, not of the noise
-        ax.axhline(budget, color="gray", linestyle="--", label="max_new_tokens")
-        ax.set_ylim(0, budget + 5)
-        ax.set_ylabel("tokens")
-    for ax in (acc, rollout, held_out):
-        ax.legend(fontsize=8, loc="lower right")
-    save_figure(fig, args, "length_bias")
-    # The claim holds if wrong answers grow by at least half a token more under 1/|o_i|.
     excess = results["sequence_mean"]["wrong_len_growth"] - results["constant"]["wrong_len_growth"]
-    return {**results, "excess_wrong_len_growth": excess, "claim_holds": excess > 0.5}
+    return {**results, "excess_wrong_len_growth": excess, "claim_holds": excess >= WRONG_LEN_EXCESS_MIN}
+
+
+def plot_length_bias(runs: dict, args) -> None:
+    """Per normalisation: held-out accuracy, the length of wrong rollouts, the scratchpad's share."""
+    fig, (acc, wrong_len, share) = new_figure(3, "GRPO length normalisation: 1/|o_i| (DeepSeekMath) "
+                                                 "vs 1/max_new_tokens (Dr. GRPO)")
+    for norm, rows in runs.items():
+        acc.plot(*start_and(rows, args, f"length_bias/{norm}", "eval_accuracy"), marker=".", label=norm)
+        wrong_len.plot(*(lambda s, v: (s, smooth(v)))(*column(rows, "response_len_incorrect")), label=norm)
+        steps, direct = column(rows, "direct_rate")
+        share.plot(steps, smooth([1 - d for d in direct]), label=norm)
+    acc.set_title("held-out greedy accuracy")
+    wrong_len.set_title("length of wrong rollouts (10-step mean)")
+    wrong_len.set_ylabel("tokens")
+    share.set_title("rollouts with a scratchpad (10-step mean)")
+    for ax in (acc, wrong_len, share):
+        ax.legend(fontsize=8)
+    save_figure(fig, args, "length_bias")
 
 
 @experiment("GRPO advantage with and without the std division and the baseline: held-out accuracy")
@@ -360,98 +407,142 @@ def reward_model(args) -> dict:
             and results["final_accuracy"] < results["start_accuracy"]}
 
 
+def auroc(positive: list[float], negative: list[float]) -> float | None:
+    """The chance that a random positive scores above a random negative, ties counting one half
+    (the area under the ROC curve; 0.5: the score tells nothing). None if either side is empty."""
+    if not positive or not negative:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
 def abstention_profile(checkpoint: str, n_test: int) -> dict:
-    """How a checkpoint abstains on the held-out problems. Greedy with "?" forbidden says which
-    problems it gets right when it must answer; free greedy says where it abstains; and
-    p_abstain = p("?" | prompt, <think>) is its probability of abstaining when sampled (T = 1)."""
+    """How a checkpoint abstains on the held-out problems, overall and per kind of problem. Greedy
+    with "?" forbidden says which problems it would get right if it had to answer; free greedy says
+    where it abstains; and p_abstain = p("?" | prompt, <think>) is its chance of abstaining when
+    sampled (T = 1): its first response token after <think> decides."""
     import torch
-    from runs import load_checkpoint
-    from toy_model import (ABSTENTION, AdditionTask, Tokenizer, encode_prompts, evaluate, generate,
-                           reward_fn)
+    from runs import load_checkpoint, task_config
+    from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts, evaluate
     model, ckpt = load_checkpoint(checkpoint)
-    task, tok = AdditionTask(ckpt["digits"], n_test), Tokenizer()
+    task, tok = AdditionTask(ckpt["digits"], n_test, **task_config(ckpt["run_config"])), Tokenizer()
     metrics, samples = evaluate(model, tok, task.test, task.max_new_tokens)
+    _, forced = evaluate(model, tok, task.test, task.max_new_tokens, suppress="?")
     abstained = [s["response"] == ABSTENTION for s in samples]
-    question_mark, think = tok.encode("?")[0], tok.encode("<think>")[0]
+    right = [s["answer_reward"] == 1 for s in forced]
     prompt_ids = encode_prompts(tok, [p.prompt for p in task.test], "cpu")  # (N, P)
-    ids, mask = generate(model, prompt_ids, task.max_new_tokens, tok.eos_id, tok.pad_id,
-                         temperature=0.0, suppress_ids=(question_mark,))
-    right = [reward_fn(tok.decode(row[:m]), p.answer)["answer_reward"] == 1
-             for p, row, m in zip(task.test, ids.tolist(), mask.sum(1).tolist())]
-    with torch.inference_mode():  # the abstain decision is the first token after <think>
-        logits = model(torch.cat([prompt_ids, torch.full_like(prompt_ids[:, :1], think)], dim=1))[:, -1]
-        p_abstain = torch.softmax(logits, dim=-1)[:, question_mark]  # (N,)
+    think = torch.full_like(prompt_ids[:, :1], tok.encode("<think>")[0])
+    with torch.inference_mode():
+        logits = model(torch.cat([prompt_ids, think], dim=1))[:, -1]  # (N, V)
+        p_abstain = torch.softmax(logits, dim=-1)[:, tok.encode("?")[0]].tolist()
 
     def mean(xs):
         xs = [float(x) for x in xs]
         return sum(xs) / len(xs) if xs else None
 
-    on_right = [i for i, r in enumerate(right) if r]
-    on_wrong = [i for i, r in enumerate(right) if not r]
-    # AUROC: the chance that a problem it would get wrong has a higher p_abstain than one it
-    # would get right (0.5: abstention tells nothing; 1: it abstains exactly where it is wrong).
-    pr, pw = p_abstain[on_right], p_abstain[on_wrong]
-    auroc = (((pw[:, None] > pr[None, :]).float() + 0.5 * (pw[:, None] == pr[None, :]).float()).mean().item()
-             if on_right and on_wrong else None)
-    answered = len(samples) - sum(abstained)
-    return {"accuracy": metrics["accuracy"], "abstain_rate": mean(abstained),
-            "wrong_rate": 1 - metrics["accuracy"] - mean(abstained),
-            "accuracy_when_answering": metrics["accuracy"] * len(samples) / answered if answered else None,
-            "forced_accuracy": mean(right), "n_right": len(on_right), "n_wrong": len(on_wrong),
-            "abstain_rate_right": mean(abstained[i] for i in on_right),
-            "abstain_rate_wrong": mean(abstained[i] for i in on_wrong),
-            "p_abstain_right": mean(p_abstain[on_right].tolist()),
-            "p_abstain_wrong": mean(p_abstain[on_wrong].tolist()), "auroc": auroc}
+    def summary(idx: list[int]) -> dict:
+        on_right = [i for i in idx if right[i]]
+        on_wrong = [i for i in idx if not right[i]]
+        answered = [i for i in idx if not abstained[i]]
+        return {"n": len(idx), "accuracy": mean(samples[i]["answer_reward"] for i in idx),
+                "abstain_rate": mean(abstained[i] for i in idx),
+                "wrong_rate": mean(not abstained[i] and samples[i]["answer_reward"] == 0 for i in idx),
+                "selective_accuracy": mean(samples[i]["answer_reward"] for i in answered),
+                "forced_accuracy": mean(right[i] for i in idx), "n_right": len(on_right), "n_wrong": len(on_wrong),
+                "abstain_rate_right": mean(abstained[i] for i in on_right),
+                "abstain_rate_wrong": mean(abstained[i] for i in on_wrong),
+                "p_abstain": mean(p_abstain[i] for i in idx),
+                "p_abstain_right": mean(p_abstain[i] for i in on_right),
+                "p_abstain_wrong": mean(p_abstain[i] for i in on_wrong),
+                # 1: p("?") is higher on every problem it would get wrong than on every one it would get right
+                "auroc": auroc([p_abstain[i] for i in on_wrong], [p_abstain[i] for i in on_right])}
+
+    kinds = sorted({task.kind(p) for p in task.test})
+    return {**summary(list(range(len(task.test)))),
+            "by_kind": {k: summary([i for i, p in enumerate(task.test) if task.kind(p) == k]) for k in kinds}}
+
+
+def plot_outcomes(ax, profiles: dict) -> None:
+    """Held-out greedy outcomes (right, '?', wrong) as one stacked bar per model."""
+    for x, p in enumerate(profiles.values()):
+        bottom = 0.0
+        for key, color, label in (("accuracy", "tab:green", "right"), ("abstain_rate", "tab:gray", "'?'"),
+                                  ("wrong_rate", "tab:red", "wrong")):
+            ax.bar(x, p[key], bottom=bottom, color=color, label=label if x == 0 else None)
+            bottom += p[key]
+    ax.set_xticks(range(len(profiles)), list(profiles))
+    ax.set_xlabel("")
+    ax.set_title("held-out greedy answers", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def plot_abstention_by_kind(ax, profiles: dict, break_even: float) -> None:
+    """Abstention rate against the model's own accuracy (greedy, '?' forbidden), one point per
+    model and kind of problem, with the reward's break-even accuracy: below it '?' pays more."""
+    ax.axvspan(0, break_even, color="tab:gray", alpha=0.12, label="'?' pays more")
+    ax.axvline(break_even, color="gray", linestyle="--", label=f"break-even p(right) = {break_even:.2f}")
+    for (name, profile), color in zip(profiles.items(), ("C0", "C1")):
+        for kind, p in profile["by_kind"].items():
+            ax.scatter(p["forced_accuracy"], p["abstain_rate"], color=color, marker="o",
+                       label=f"{name}: greedy" if kind == "hard" else None)
+            ax.scatter(p["forced_accuracy"], p["p_abstain"], color=color, marker="x",
+                       label=f"{name}: p('?')" if kind == "hard" else None)
+            ax.annotate(kind, (p["forced_accuracy"], p["abstain_rate"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("its own accuracy on the kind ('?' forbidden)")
+    ax.set_title("abstention rate per kind of problem", fontsize=9)
+    ax.legend(fontsize=6)
+
+
+# The abstain experiment's task and thresholds, fixed before any full run.
+ABSTAIN_TASK = dict(easy_digits=2, hard_fraction=0.05)  # 3-digit prompts; 5% of SFT problems use the top digit
+ABSTAIN_RL_HARD_FRACTION = 0.5  # GRPO's prompts: half hard, or the few hard ones teach too little
+SFT_AUROC_TOLERANCE = 0.1  # after SFT: |AUROC - 0.5| <= 0.1
+GRPO_AUROC_MIN = 0.85  # after GRPO: AUROC >= 0.85
+ABSTAIN_ON_WRONG_MIN = 0.60  # after GRPO: greedy '?' on at least 60% of the problems it would get wrong
+ABSTAIN_ON_RIGHT_MAX = 0.10  # after GRPO: and on at most 10% of those it would get right
 
 
 @experiment("SFT abstains ('?') at random; does GRPO, paid a little for '?', abstain where it would be wrong?")
 def abstain(args) -> dict:
-    """SFT on demonstrations of which 30% are the abstention, picked at random (200 steps: ~0.6
-    accuracy, room to be wrong). Then GRPO with reward 1 right, 0.3 for '?', 0 wrong, as Dr. GRPO
-    (no std division, constant length normalisation: advantages are reward differences, so '?'
-    should win exactly where the chance of a right answer is below 0.3, and the 7-token '?' is not
-    favoured over 35-token answers) with a KL penalty to the SFT model, which keeps '?' explored:
-    without it, '?' died out within 20 steps (or, with std normalisation, took over every problem)."""
-    import numpy as np
+    """Claim (the lecture): SFT cannot teach a model when not to answer, because the demonstrator
+    does not know what the model knows; RL with a reward that prefers '?' to a wrong answer can.
+    The task mixes easy problems (2-digit operands, zero-padded: 057+032=) with hard ones (3-digit)
+    that only 5% of the demonstrations cover, so the model's competence shows in the prompt.
+    SFT on demonstrations of which 30% are the abstention, picked at random. Then GRPO, on prompts
+    of which half are hard (the held-out set is always half and half), with
+    reward 1 right, 0.3 for '?', 0 wrong, as Dr. GRPO (no std division, constant length
+    normalisation: advantages are reward differences, so '?' wins exactly where the chance of a
+    right answer is below 0.3, and the 7-token '?' is not favoured over longer answers) with a KL
+    penalty to the SFT model (beta 0.04) that keeps '?' explored."""
     import grpo
     import sft
-    abstain_fraction, abstain_reward = 0.3, 0.3
-    train_script(sft, args, "abstain/sft", steps=200, abstain_fraction=abstain_fraction)
+    abstain_fraction, abstain_reward, wrong_reward = 0.3, 0.3, 0.0
+    train_script(sft, args, "abstain/sft", steps=300, abstain_fraction=abstain_fraction, **ABSTAIN_TASK)
     sft_checkpoint = os.path.join(args.out_dir, "abstain", "sft", "model.pt")
-    grpo_rows = train_script(grpo, args, "abstain/grpo", sft_checkpoint=sft_checkpoint, steps=300,
-                             abstain_reward=abstain_reward, use_std_normalization=False,
-                             length_normalization="constant", beta=0.04, eval_every=50)
+    grpo_rows = train_script(grpo, args, "abstain/grpo", sft_checkpoint=sft_checkpoint,
+                             **{**ABSTAIN_TASK, "hard_fraction": ABSTAIN_RL_HARD_FRACTION},
+                             **{**MIXED_GRPO, "steps": 100}, abstain_reward=abstain_reward,
+                             wrong_reward=wrong_reward, use_std_normalization=False,
+                             length_normalization="constant", beta=0.04)
     n_test = 16 if args.quick else 500
     before = abstention_profile(sft_checkpoint, n_test)
     after = abstention_profile(os.path.join(args.out_dir, "abstain", "grpo", "model.pt"), n_test)
-    for name, p in (("SFT", before), ("GRPO", after)):
-        f = {k: "n/a" if v is None else f"{v:.3f}" for k, v in p.items()}
-        print(f"{name:>4}: accuracy {f['accuracy']}, abstains {f['abstain_rate']}, wrong {f['wrong_rate']} | "
-              f"abstains on right {f['abstain_rate_right']} vs wrong {f['abstain_rate_wrong']} | "
-              f"p('?') on right {f['p_abstain_right']} vs wrong {f['p_abstain_wrong']} | AUROC {f['auroc']}")
+    for name, profile in (("SFT", before), ("GRPO", after)):
+        for kind, p in [("all", profile)] + list(profile["by_kind"].items()):
+            f = {k: "n/a" if v is None else f"{v:.3f}" for k, v in p.items() if k != "by_kind"}
+            print(f"{name:>4} {kind:>4}: accuracy {f['accuracy']} ('?' forbidden {f['forced_accuracy']}), "
+                  f"abstains {f['abstain_rate']}, wrong {f['wrong_rate']} | abstains on right "
+                  f"{f['abstain_rate_right']} vs wrong {f['abstain_rate_wrong']} | AUROC {f['auroc']}")
 
-    fig, (ax_out, ax_split, ax_curve) = new_figure(3, f"SFT with {abstain_fraction:.0%} random '?' "
-                                                   f"demonstrations, then GRPO with reward {abstain_reward} for '?'")
-    for x, p in enumerate((before, after)):  # held-out outcomes as stacked bars
-        bottom = 0.0
-        for key, color, label in (("accuracy", "tab:green", "right"), ("abstain_rate", "tab:gray", "'?'"),
-                                  ("wrong_rate", "tab:red", "wrong")):
-            ax_out.bar(x, p[key], bottom=bottom, color=color, label=label if x == 0 else None)
-            bottom += p[key]
-    ax_out.set_xticks([0, 1], ["SFT", "GRPO"])
-    ax_out.set_xlabel("")
-    ax_out.set_title("held-out greedy answers", fontsize=9)
-    ax_out.legend(fontsize=7)
-    groups = [("SFT\ngreedy", before, "abstain_rate"), ("SFT\np('?')", before, "p_abstain"),
-              ("GRPO\ngreedy", after, "abstain_rate"), ("GRPO\np('?')", after, "p_abstain")]
-    x = np.arange(len(groups))
-    for offset, side, color in ((-0.2, "right", "tab:green"), (0.2, "wrong", "tab:red")):
-        ax_split.bar(x + offset, [p[f"{key}_{side}"] or 0.0 for _, p, key in groups], width=0.4,
-                     color=color, label=f"problems it gets {side}")
-    ax_split.set_xticks(x, [g[0] for g in groups], fontsize=8)
-    ax_split.set_xlabel("")
-    ax_split.set_title("abstention rate, by whether it would be right", fontsize=9)
-    ax_split.legend(fontsize=7)
+    # Answer when p(right) * 1 + (1 - p(right)) * wrong_reward > abstain_reward.
+    break_even = (abstain_reward - wrong_reward) / (1 - wrong_reward)
+    fig, (ax_out, ax_kind, ax_curve) = new_figure(3, f"SFT with {abstain_fraction:.0%} random '?' "
+                                                  f"demonstrations, then GRPO with reward {abstain_reward} for '?'")
+    plot_outcomes(ax_out, {"SFT": before, "GRPO": after})
+    plot_abstention_by_kind(ax_kind, {"SFT": before, "GRPO": after}, break_even)
     for key, label in (("abstain_rate", "rollouts: '?'"), ("answer_reward", "rollouts: right"),
                        ("eval_abstain_rate", "held-out greedy: '?'"), ("eval_accuracy", "held-out greedy: right")):
         ax_curve.plot(*column(grpo_rows, key), label=label, marker="." if key.startswith("eval") else None)
@@ -459,17 +550,84 @@ def abstain(args) -> dict:
     ax_curve.legend(fontsize=7)
     save_figure(fig, args, "abstain")
 
-    # The claim, checked with thresholds fixed before the run: the SFT model's p('?') does not
-    # tell right from wrong problems, and after GRPO greedy abstention is mostly on wrong ones.
-    sft_random = before["auroc"] is not None and abs(before["auroc"] - 0.5) < 0.1
-    rl_selective = (after["auroc"] is not None and after["auroc"] >= 0.7
-                    and after["abstain_rate_wrong"] - after["abstain_rate_right"] >= 0.3)
-    return {"abstain_fraction": abstain_fraction, "abstain_reward": abstain_reward,
+    sft_random = before["auroc"] is not None and abs(before["auroc"] - 0.5) <= SFT_AUROC_TOLERANCE
+    rl_selective = (after["auroc"] is not None and after["auroc"] >= GRPO_AUROC_MIN
+                    and (after["abstain_rate_wrong"] or 0) >= ABSTAIN_ON_WRONG_MIN
+                    and (after["abstain_rate_right"] or 0) <= ABSTAIN_ON_RIGHT_MAX)
+    more_selective = (after["selective_accuracy"] or 0) > (before["selective_accuracy"] or 0)
+    return {"abstain_fraction": abstain_fraction, "abstain_reward": abstain_reward, "wrong_reward": wrong_reward,
+            "break_even_accuracy": break_even, **ABSTAIN_TASK,
             "grpo_rollout_abstain_rate": {"first_step": grpo_rows[0]["abstain_rate"],
                                           "last_step": grpo_rows[-1]["abstain_rate"]},
             "before_sft": before, "after_grpo": after,
             "sft_abstains_at_random": sft_random, "grpo_abstains_where_wrong": rl_selective,
-            "claim_holds": sft_random and rl_selective}
+            "selective_accuracy_rises": more_selective,
+            "claim_holds": sft_random and rl_selective and more_selective}
+
+
+@experiment("GRPO on correctness alone, from SFT on mixed direct and scratchpad answers: does length grow?")
+def length_growth(args) -> dict:
+    """Claim (the lecture; DeepSeek-R1): RL-trained models answer at greater length, because RL finds
+    that longer reasoning pays. Here the SFT model answers directly (an empty <think></think>) or
+    with the carry scratchpad, chosen by its first sampled token after <think>; the reward is
+    correctness alone, nothing rewards length itself. If the scratchpad is right more often,
+    GRPO should shift the choice towards it, and the mean response length should grow."""
+    import grpo
+    sft_checkpoint = mixed_sft(args, "length_growth")
+    rows = train_script(grpo, args, "length_growth/grpo", sft_checkpoint=sft_checkpoint, **MIXED_GRPO)
+    n_test = 16 if args.quick else 500
+    before = answer_modes(sft_checkpoint, n_test)
+    after = answer_modes(os.path.join(args.out_dir, "length_growth", "grpo", "model.pt"), n_test)
+    steps, lengths = column(rows, "response_len")
+    steps, direct = column(rows, "direct_rate")
+    fig, (length, share, acc) = new_figure(3, "GRPO on correctness alone from SFT on 50% direct answers")
+    plot_length_and_mix(length, share, rows, before)
+    acc.plot(*start_and(rows, args, "length_growth/grpo", "eval_accuracy"), marker=".", color="C3",
+             label="held-out (greedy)")
+    acc.plot(steps, smooth(column(rows, "answer_reward")[1]), color="C0", label="rollouts (10-step mean)")
+    acc.set_title("accuracy")
+    acc.legend(fontsize=7)
+    save_figure(fig, args, "length_growth")
+    len_first, len_last = first_and_last(lengths, 10)
+    scratch_first, scratch_last = first_and_last([1 - d for d in direct], 10)
+    with open(os.path.join(args.out_dir, "length_growth", "grpo", "summary.json")) as f:
+        summary = json.load(f)
+    # Growth from the SFT policy's own samples (the first rollout batch, before any update) to the
+    # last 10 rollout batches; the mean of the first 10 batches is kept too (the shift is fast).
+    results = {"rollout_len_start": lengths[0], "rollout_len_first_10": len_first, "rollout_len_last_10": len_last,
+               "len_growth": len_last / lengths[0] - 1, "len_growth_vs_first_10": len_last / len_first - 1,
+               "scratchpad_share_start": 1 - direct[0], "scratchpad_share_first_10": scratch_first,
+               "scratchpad_share_last_10": scratch_last, "heldout_before_grpo": before, "heldout_after_grpo": after,
+               "start_accuracy": summary["start_accuracy"], "final_accuracy": summary["final_accuracy"]}
+    return {**results, "claim_holds": results["len_growth"] >= LENGTH_GROWTH_MIN
+            and results["final_accuracy"] > results["start_accuracy"]}
+
+
+def plot_length_and_mix(length, share, rows: list[dict], sft_modes: dict) -> None:
+    """Mean response length and the share of responses with a scratchpad during GRPO (rollouts and
+    held-out greedy), with the length that the mix alone predicts: share x the scratchpad's length +
+    (1 - share) x the direct answer's, each as the SFT model writes it. If the two length curves
+    agree, the growth is the policy choosing to reason, not each answer growing longer."""
+    steps, lengths = column(rows, "response_len")
+    steps, direct = column(rows, "direct_rate")
+    length.plot(steps, lengths, alpha=0.3, color="C0")
+    length.plot(steps, smooth(lengths), color="C0", label="rollouts (10-step mean)")
+    eval_steps, eval_direct = column(rows, "eval_direct_rate")
+    eval_steps, eval_lengths = column(rows, "eval_response_len")
+    start = [0.0] if sft_modes else []
+    length.plot(start + eval_steps, [sft_modes["response_len"]] * len(start) + eval_lengths, marker=".",
+                color="C3", label="held-out (greedy)")
+    if sft_modes.get("direct_len") and sft_modes.get("scratchpad_len"):
+        predicted = [(1 - d) * sft_modes["scratchpad_len"] + d * sft_modes["direct_len"] for d in direct]
+        length.plot(steps, smooth(predicted), color="k", linestyle=":", label="predicted by the mix alone")
+    share.plot(steps, smooth([1 - d for d in direct]), color="C0", label="rollouts (10-step mean)")
+    share.plot(start + eval_steps, [sft_modes["scratchpad_share"]] * len(start) + [1 - d for d in eval_direct],
+               marker=".", color="C3", label="held-out (greedy)")
+    length.set_title("mean response length (tokens)")
+    share.set_title("share of responses with a scratchpad")
+    share.set_ylim(0, 1.05)
+    for ax in (length, share):
+        ax.legend(fontsize=7)
 
 
 # ----------------------------------------------------------------------------- command line

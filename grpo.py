@@ -32,7 +32,9 @@ Departures from the papers:
 
 Other variants: --loss_type {no_baseline, reinforce_with_baseline, grpo_no_clip}; --beta 0.04
 (DeepSeekMath's KL; --kl_estimator k3 or k1); --epochs_per_rollout_batch 2 --train_batch_size 128
-(off-policy: the ratio and the clip matter); --abstain_reward 0.3 (`experiments.py abstain`).
+(off-policy: the ratio and the clip matter); --abstain_reward 0.3 and --wrong_reward -1 (what
+"?" and a wrong answer score); --easy_digits 2 --hard_fraction 0.5 (easy and hard problems, the
+kind visible in the prompt; the checkpoint must have been trained with the same easy_digits).
 
 Run: python grpo.py (from out/sft/model.pt, which sft.py's defaults make if it is missing; its
 time and result are in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
@@ -49,7 +51,7 @@ import torch
 import checks
 import runs
 from toy_model import (ABSTENTION, encode_prompts, evaluate, generate, get_response_log_probs,
-                       kl_penalty, log_generations, masked_mean, masked_normalize, reward_fn)
+                       kl_penalty, masked_mean, masked_normalize, reward_fn)
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
@@ -61,6 +63,8 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     sft_checkpoint: str = "out/sft/model.pt"  # start and reference (the default is made if missing)
+    easy_digits: int | None = None  # operand length of "easy" problems: the checkpoint's (sft.py)
+    hard_fraction: float = 0.5  # with easy_digits: share of "hard" prompts (may differ from SFT's)
     # --- sampling ---
     group_size: int = 8  # G: responses sampled per prompt (DeepSeekMath uses 64)
     rollout_batch_size: int = 256  # responses per rollout batch = prompts x group_size
@@ -79,6 +83,7 @@ class Config:
     kl_estimator: Literal["k1", "k3"] = "k3"  # k3 (DeepSeekMath); warning: k1 has no mean gradient
     format_reward_weight: float = 0.0  # reward = r1_zero reward + this x format reward (0: CS336)
     abstain_reward: float | None = None  # reward for the "?" abstention (None: unformatted, 0)
+    wrong_reward: float = 0.0  # reward of any response neither right nor "?" (e.g. -1: a penalty)
     drop_equal_reward_groups: bool = False  # skip groups with one reward value (DAPO-like)
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps); also the length of the lr schedule
@@ -227,8 +232,7 @@ def log_probs_without_grad(model, input_ids, labels, temperature, rows_per_pass)
 def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
-    policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    policy.eval()  # no dropout in RL: we train the log-probs of the very policy that sampled
+    policy = runs.load_policy(cfg, device)  # eval mode: we train the very policy that sampled
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the frozen start
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -239,7 +243,7 @@ def train(cfg: Config) -> dict:
     normalize_constant = cfg.normalize_constant or max_new  # Dr. GRPO: a constant, not |o_i|
 
     def scored(response, ground_truth):  # the r1_zero reward, plus optional credit for format
-        r = reward_fn(response, ground_truth, cfg.abstain_reward)
+        r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
         return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
     log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {n_prompts} prompts x {G} | "
@@ -324,20 +328,21 @@ def train(cfg: Config) -> dict:
             row = {"step": step, "lr": lr, **{k: reward_meta[k] for k in (
                        "reward", "format_reward", "answer_reward", "zero_spread_fraction")},
                    "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
+                   "direct_rate": sum(r.startswith("<think></think>") for r in responses)
+                   / len(responses),
                    "trained_fraction": len(kept) / len(responses),
                    **stats.row(measured_kl=ref_log_probs is not None),
                    "response_len": lengths.float().mean().item(),
                    "response_len_correct": runs.mean_or_none(lengths[correct]),
                    "response_len_incorrect": runs.mean_or_none(lengths[~correct]),
                    "tokens_per_second": tokens_per_second}
-            eval_metrics = None
-            if is_eval:
-                eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+                                     if is_eval else (None, samples))  # held-out, greedy
             log.step(row, SHOWN + (["abstain_rate"] if cfg.abstain_reward is not None else []),
                      eval_metrics)
             if step % cfg.samples_every == 0:  # the first group of this step's rollouts
                 group = zip(responses[:G], ground_truths[:G])
-                log_generations([{"prompt": problems[0].prompt, "response": r, "answer": a,
+                runs.log_generations([{"prompt": problems[0].prompt, "response": r, "answer": a,
                                   **scored(r, a)} for r, a in group], G, f"a group at step {step}")
     except KeyboardInterrupt:
         samples = log.interrupted(policy, tokenizer, task)

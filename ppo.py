@@ -66,7 +66,7 @@ import checks
 import runs
 from gae import gae_advantages, whiten
 from toy_model import (ScalarHead, compute_entropy, encode_prompts, evaluate, generate, kl_penalty,
-                       log_generations, masked_mean, reward_fn)
+                       masked_mean, reward_fn)
 
 
 @dataclass
@@ -255,8 +255,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
     given it receives the policy, reference and critic (the tests inspect them)."""
     t0 = time.time()
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
-    policy, _ = runs.load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
-    policy.eval()  # no dropout anywhere in RL: at the first minibatch the ratio must be exactly 1
+    policy = runs.load_policy(cfg, device)  # eval mode: at the first minibatch the ratio is 1
     runs.check_response_budget(None, task, policy)  # the checkpoint holds enough positions
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
     critic = ScalarHead(copy.deepcopy(policy))  # V(s_t): SFT body, zero head
@@ -352,7 +351,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                 eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
             log.step(row, SHOWN, eval_metrics)
             if step % cfg.samples_every == 0:
-                log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
+                runs.log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
                                   "reward": s} for p, r, t, s in
                                  zip(problems, responses, true_rewards, scores.tolist())],
                                 title=f"rollout samples at step {step} (reward = score)")

@@ -26,8 +26,7 @@ import typing
 import numpy as np
 import torch
 
-from toy_model import (CHARS, AdditionTask, EOS, GPT, SPECIALS, GPTConfig, Tokenizer, evaluate,
-                       log_generations)
+from toy_model import (CHARS, EOS, GPT, SPECIALS, AdditionTask, GPTConfig, Tokenizer, evaluate)
 
 
 class UserError(ValueError):
@@ -217,7 +216,18 @@ def setup(cfg):
     if hasattr(cfg, "sft_checkpoint"):
         train_sft_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
     rng = set_seed(cfg.seed)
-    return device, rng, AdditionTask(cfg.digits, cfg.n_test), Tokenizer()
+    task = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg)))
+    return device, rng, task, Tokenizer()
+
+
+def load_policy(cfg, device):
+    """The SFT checkpoint an RL run starts from, in eval mode (no dropout: the ratio pi_theta /
+    pi_old is exactly 1 on-policy), checked to be of the run's task (digits and easy_digits)."""
+    model, ckpt = load_checkpoint(cfg.sft_checkpoint, digits=cfg.digits, device=device)
+    trained_on = task_config(ckpt["run_config"])["easy_digits"]  # the same kinds; the mix may differ
+    require(trained_on == getattr(cfg, "easy_digits", None),
+            f"checkpoint {cfg.sft_checkpoint} was trained with --easy_digits {trained_on}")
+    return model.eval()
 
 
 def train_sft_if_missing(checkpoint: str, digits: int, device: str) -> None:
@@ -393,6 +403,22 @@ class UpdateStats:
                 "ratio_min": min(self.ratios, default=None),
                 "ratio_max": max(self.ratios, default=None), "grad_norm": self.grad_norm}
 
+
+
+def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> None:
+    """Print a few completions with their rewards (CS336's log_generations, in the console)."""
+    print(f"  -- {title} --")
+    for s in samples[:n]:
+        print(f"  {s['prompt']}{s['response']}  [answer {s['answer']}, "
+              f"format {s['format_reward']:.0f}, reward {s['reward']:.0f}]")
+
+
+def task_config(run_config: dict | None) -> dict:
+    """The task knobs a run was made with (from a checkpoint's run_config; absent: the defaults),
+    so that an RL run and its evaluation build the same task as the SFT run they start from."""
+    run_config = run_config or {}
+    return {"easy_digits": run_config.get("easy_digits"),
+            "hard_fraction": run_config.get("hard_fraction", 0.5)}
 
 
 def mean_or_none(x: torch.Tensor) -> float | None:

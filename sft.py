@@ -15,6 +15,9 @@ an infinite generator rather than a fixed data set, so there is no epoch and no 
 Run:   python sft.py                (time and result: README, Quick start)
        python sft.py --steps 1000   the same, trained to near-perfect accuracy
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
+Task knobs (off by default) for experiments.py: --easy_digits 2 --hard_fraction 0.05 (easy and
+hard problems, the kind visible in the prompt), --direct_fraction 0.5 (answers with an empty
+scratchpad), --abstain_fraction 0.3 (the "?" abstention).
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
 every flag.
 """
@@ -29,7 +32,7 @@ import torch
 
 import checks
 import runs
-from toy_model import (GPT, GPTConfig, evaluate, get_response_log_probs, log_generations,
+from toy_model import (GPT, GPTConfig, evaluate, get_response_log_probs,
                        masked_mean, masked_normalize, tokenize_prompt_and_output)
 
 
@@ -39,6 +42,9 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention
+    direct_fraction: float = 0.0  # share answered directly, with an empty scratchpad, at random
+    easy_digits: int | None = None  # if set, "easy" problems have operands below 10^easy_digits
+    hard_fraction: float = 0.5  # with easy_digits: share of full-width "hard" training problems
     # --- model ---
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
@@ -68,13 +74,19 @@ class Config:
         checks.check_sft(self)  # every bad value exits 2 with one line
 
 
-def demonstrations(problems, abstain_fraction, rng) -> list[str]:
+def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0) -> list[str]:
     """The SFT targets: each problem's scratchpad demonstration, or, with probability
-    abstain_fraction, the abstention "?". The choice is a coin flip, not a judgement of what the
-    model can do: a demonstrator cannot know that. Fraction 0 draws nothing from rng."""
-    if abstain_fraction == 0:
+    abstain_fraction, the abstention "?", or, with probability direct_fraction, the direct answer
+    (empty scratchpad). The choice is a coin flip, not a judgement of what the model can do: a
+    demonstrator cannot know that. Both fractions 0 draw nothing from rng, else one draw each."""
+    if abstain_fraction == 0 and direct_fraction == 0:
         return [p.demonstration for p in problems]
-    return [p.abstention if rng.random() < abstain_fraction else p.demonstration for p in problems]
+    targets = []
+    for p in problems:
+        u = rng.random()
+        targets.append(p.abstention if u < abstain_fraction else
+                       p.direct if u < abstain_fraction + direct_fraction else p.demonstration)
+    return targets
 
 
 def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps,
@@ -114,7 +126,7 @@ def train(cfg: Config) -> dict:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.
             problems = task.sample(cfg.batch_size, rng)
-            targets = demonstrations(problems, cfg.abstain_fraction, rng)
+            targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction)
             nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
             # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
             for i in range(0, cfg.batch_size, micro_size):
@@ -143,7 +155,7 @@ def train(cfg: Config) -> dict:
             log.step(row, ["nll_per_token", "entropy", "grad_norm"]
                      + (["eval_abstain_rate"] if cfg.abstain_fraction > 0 else []), eval_metrics)
             if step % cfg.samples_every == 0:
-                log_generations(samples, title=f"held-out samples at step {step}")
+                runs.log_generations(samples, title=f"held-out samples at step {step}")
     except KeyboardInterrupt:
         samples = log.interrupted(model, tokenizer, task)
 

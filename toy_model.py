@@ -26,9 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# ----------------------------------------------------------------------------------------------
-# The task
-# ----------------------------------------------------------------------------------------------
+# --- The task -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Problem:
     a: int
@@ -54,6 +52,10 @@ class Problem:
         return f"<think>{','.join(steps)}</think><answer>{self.answer}</answer>{EOS}"
 
     @property
+    def direct(self) -> str:  # the answer without working: an empty scratchpad, "<think></think>"
+        return f"<think></think><answer>{self.answer}</answer>{EOS}"
+
+    @property
     def abstention(self) -> str:  # "I don't know": no scratchpad, answer "?" (see reward_fn)
         return ABSTENTION
 
@@ -62,16 +64,31 @@ class AdditionTask:
     """d-digit addition with a fixed held-out test set that training never samples.
 
     The test set is drawn once from its own seed; `sample` rejects any problem in it, so a score
-    on `test` is a score on problems the model never saw. With few possible problems (1 digit has
-    100) the test set is capped at a fifth of them.
-    """
+    on `test` is a score on problems the model never saw (at most a fifth of all problems).
+    Difficulty in the prompt (off by default): with `easy_digits` set, a problem is "hard" with
+    probability `hard_fraction` (an operand >= 10^easy_digits) and "easy" otherwise. Both are
+    zero-padded to `digits`: the leading zeros show the kind, and every prompt keeps one length.
+    The test set then holds n_test // 2 easy and the rest hard problems, whatever the training mix
+    (each kind capped at a fifth of its own problems)."""
 
-    def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234):
-        self.digits = digits
+    def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234,
+                 easy_digits: int | None = None, hard_fraction: float = 0.5):
+        self.digits, self.easy_digits, self.hard_fraction = digits, easy_digits, hard_fraction
         n_problems = (10 ** digits) ** 2
-        n_test = min(n_test, n_problems // 5)
         rng = np.random.default_rng(test_seed)
-        ids = rng.choice(n_problems, size=n_test, replace=False)
+        if easy_digits is None:
+            n_test = min(n_test, n_problems // 5)
+            ids = rng.choice(n_problems, size=n_test, replace=False)
+        else:
+            assert 1 <= easy_digits < digits and 0 <= hard_fraction <= 1, "bad easy_digits"
+            n_easy_problems = (10 ** easy_digits) ** 2
+            n_easy = min(n_test // 2, n_easy_problems // 5)
+            n_hard = min(n_test - n_test // 2, (n_problems - n_easy_problems) // 5)
+            easy = [int(i // 10 ** easy_digits) * 10 ** digits + int(i % 10 ** easy_digits)
+                    for i in rng.choice(n_easy_problems, size=n_easy, replace=False)]
+            hard = [int(i) for i in rng.choice(n_problems, size=2 * n_hard + 10, replace=False)
+                    if max(divmod(int(i), 10 ** digits)) >= 10 ** easy_digits][:n_hard]
+            ids = rng.permutation(np.array(easy + hard, dtype=np.int64))
         self.test = [Problem(int(i) // 10 ** digits, int(i) % 10 ** digits, digits) for i in ids]
         self._test_set = {(p.a, p.b) for p in self.test}
         self.prompt_len = 2 * digits + 2
@@ -79,13 +96,24 @@ class AdditionTask:
         self.max_new_tokens = self.response_len + 5  # sampling budget: room for wrong answers
         self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold
 
+    def kind(self, problem: Problem) -> str:
+        """ "easy" (both operands below 10^easy_digits) or "hard"; by default all are "hard"."""
+        small = self.easy_digits is not None and max(problem.a, problem.b) < 10 ** self.easy_digits
+        return "easy" if small else "hard"
+
     def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        """n training problems, operands uniform in [0, 10^d), never one from the test set."""
+        """n training problems, never one from the test set: operands uniform in [0, 10^d), or,
+        with easy_digits set, of a kind drawn first (hard with probability hard_fraction)."""
         out = []
         while len(out) < n:
-            a, b = (int(x) for x in rng.integers(0, 10 ** self.digits, size=2))
-            if (a, b) not in self._test_set:
-                out.append(Problem(a, b, self.digits))
+            hard = self.easy_digits is None or rng.random() < self.hard_fraction
+            width = self.digits if hard else self.easy_digits
+            while True:  # redraw until the problem is of the drawn kind and not a held-out one
+                a, b = (int(x) for x in rng.integers(0, 10 ** width, size=2))
+                problem = Problem(a, b, self.digits)
+                if (a, b) not in self._test_set and (not hard or self.kind(problem) == "hard"):
+                    break
+            out.append(problem)
         return out
 
 
@@ -95,25 +123,26 @@ RESPONSE_RE = re.compile(r"<think>[0-9+=,]*</think><answer>([0-9]+)</answer><\|e
 ABSTENTION = "<think>?</think><answer>?</answer><|endoftext|>"
 
 
-def reward_fn(response: str, ground_truth: str,
-              abstain_reward: float | None = None) -> dict[str, float]:
+def reward_fn(response: str, ground_truth: str, abstain_reward: float | None = None,
+              wrong_reward: float = 0.0) -> dict[str, float]:
     """CS336's r1_zero convention, {"reward", "format_reward", "answer_reward"}: unformatted
     gives 0, 0, 0; formatted but wrong 0, 1, 0; correct 1, 1, 1. Formatted: the whole response is
     <think>scratchpad</think><answer>digits</answer> followed by end-of-text and nothing else.
     With abstain_reward set (not in CS336), the ABSTENTION response counts as formatted and scores
-    abstain_reward, 1, 0; without it, it is unformatted like any other stray text."""
+    abstain_reward, 1, 0; without it, it is unformatted like any other stray text. wrong_reward
+    (not in CS336; e.g. -1) is the reward of every response that is neither right nor ABSTENTION,
+    unformatted ones included, so that bad format cannot dodge a penalty for a wrong answer."""
     if abstain_reward is not None and response == ABSTENTION:
         return {"reward": float(abstain_reward), "format_reward": 1.0, "answer_reward": 0.0}
     match = RESPONSE_RE.fullmatch(response)
     if match is None:
-        return {"reward": 0.0, "format_reward": 0.0, "answer_reward": 0.0}
+        return {"reward": float(wrong_reward), "format_reward": 0.0, "answer_reward": 0.0}
     correct = float(match.group(1) == ground_truth)
-    return {"reward": correct, "format_reward": 1.0, "answer_reward": correct}
+    reward = correct if correct else float(wrong_reward)
+    return {"reward": reward, "format_reward": 1.0, "answer_reward": correct}
 
 
-# ----------------------------------------------------------------------------------------------
-# Tokenizer: a tiktoken.Encoding built in code, one token per character, nothing downloaded
-# ----------------------------------------------------------------------------------------------
+# --- Tokenizer: a tiktoken.Encoding built in code, nothing downloaded -----------------------------
 CHARS = "0123456789+=,?"  # '?' is unused by the default task; it lets an answer abstain
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 SPECIALS = ["<think>", "</think>", "<answer>", "</answer>", EOS, PAD]
@@ -145,9 +174,7 @@ class Tokenizer(tiktoken.Encoding):
         return super().decode(ids)
 
 
-# ----------------------------------------------------------------------------------------------
-# The model: a pre-LayerNorm GPT with learned positions and a KV cache
-# ----------------------------------------------------------------------------------------------
+# --- The model: a pre-LayerNorm GPT with a KV cache -----------------------------------------------
 @dataclass
 class GPTConfig:
     vocab_size: int = 20
@@ -159,11 +186,9 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of every position seen so far: (layers, B, heads, max_len, d_head).
-
-    Sized for the prompt plus the new tokens and filled in place (reallocated once, G times bigger,
-    when each prompt gets G samples); a position is only read after it has been written, so the
-    buffers start uninitialised (torch.empty: no time spent zeroing)."""
+    """Keys and values of every position seen so far: (layers, B, heads, max_len, d_head). Sized
+    for the prompt plus the new tokens, filled in place (reallocated once, G times bigger, when each
+    prompt gets G samples); a position is read only after it is written, so torch.empty will do."""
 
     def __init__(self, cfg: GPTConfig, batch: int, device, max_len: int | None = None):
         max_len = cfg.max_seq_len if max_len is None else max_len
@@ -266,15 +291,12 @@ class GPT(nn.Module):
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int,
              num_samples: int = 1, temperature: float = 1.0, min_new_tokens: int = 0,
              use_cache: bool = True, suppress_ids: tuple[int, ...] = ()):
-    """Sample num_samples completions of each prompt.
-
-    prompt_ids: (N, P), all prompts the same length. Returns (response_ids, response_mask), both
-    (N * num_samples, T) with T <= max_new_tokens, completions of prompt i in rows
-    i*num_samples ... (i+1)*num_samples - 1. The mask covers every sampled token up to and
-    including end-of-text; after it the ids are padding and the mask is 0. temperature 0 is
-    greedy. End-of-text is suppressed for the first min_new_tokens tokens, the tokens in
-    suppress_ids at every step (e.g. "?": what would the model answer if it could not abstain?).
-    """
+    """Sample num_samples completions of each prompt. prompt_ids: (N, P), all of one length.
+    Returns (response_ids, response_mask), both (N * num_samples, T) with T <= max_new_tokens,
+    completions of prompt i in rows i*num_samples ... (i+1)*num_samples - 1. The mask covers
+    every sampled token up to and including end-of-text; after it the ids are padding and the mask
+    is 0. temperature 0 is greedy. End-of-text is suppressed for the first min_new_tokens tokens,
+    the tokens in suppress_ids at every step (e.g. "?": what would it say if it cannot abstain?)"""
     was_training = model.training
     model.eval()
     if use_cache:  # prefill each distinct prompt once, then copy its cache for every sample
@@ -319,9 +341,7 @@ def encode_prompts(tokenizer: Tokenizer, prompts: list[str], device) -> torch.Te
     return torch.tensor(ids, device=device)
 
 
-# ----------------------------------------------------------------------------------------------
-# CS336 Assignment 5 helpers (same names, arguments and reductions)
-# ----------------------------------------------------------------------------------------------
+# --- CS336 Assignment 5 helpers (same names, arguments, reductions) -------------------------------
 def tokenize_prompt_and_output(prompt_strs, output_strs, tokenizer):
     """Tokenize prompt+output pairs, right-pad with the pad token, shift by one.
 
@@ -402,21 +422,22 @@ class ScalarHead(nn.Module):
         return self.head(self.body.hidden(idx)).squeeze(-1)  # (B, T)
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
+# --- Evaluation -----------------------------------------------------------------------------------
 def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_tokens: int,
-             batch_size: int = 125) -> tuple[dict, list[dict]]:
-    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention and
-    end-of-text rates, mean response length over all, correct and incorrect answers, and the
-    policy's mean token entropy on its own responses; samples hold each prompt, response, reward."""
+             batch_size: int = 125, suppress: str = "") -> tuple[dict, list[dict]]:
+    """Greedy decoding on `problems`. Returns (metrics, samples): accuracy, format, abstention,
+    direct-answer (empty scratchpad) and end-of-text rates, mean response length over all, correct
+    and incorrect answers, and the policy's mean token entropy on its own responses; samples hold
+    each prompt, response, reward. `suppress` lists characters never generated (e.g. "?": what
+    would it answer if it could not abstain?)."""
+    suppress_ids = tuple(tokenizer.encode(c)[0] for c in suppress)
     device = next(model.parameters()).device
     samples, entropies = [], []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         prompt_ids = encode_prompts(tokenizer, [p.prompt for p in chunk], device)
         ids, mask = generate(model, prompt_ids, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                             temperature=0.0)
+                             temperature=0.0, suppress_ids=suppress_ids)
         with torch.inference_mode():
             seq = torch.cat([prompt_ids, ids], dim=1)
             out = get_response_log_probs(model, seq[:, :-1], seq[:, 1:], return_token_entropy=True)
@@ -436,6 +457,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_
         "accuracy": len(correct) / len(samples),
         "format_rate": mean([s["format_reward"] for s in samples]),
         "abstain_rate": mean([float(s["response"] == ABSTENTION) for s in samples]),
+        "direct_rate": mean([float(s["response"].startswith("<think></think>")) for s in samples]),
         "eos_rate": mean([float(s["eos"]) for s in samples]),
         "response_len": mean([s["length"] for s in samples]),
         "response_len_correct": mean([s["length"] for s in correct]),
@@ -443,11 +465,3 @@ def evaluate(model: GPT, tokenizer: Tokenizer, problems: list[Problem], max_new_
         "entropy": torch.cat(entropies).mean().item(),
     }
     return metrics, samples
-
-
-def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> None:
-    """Print a few completions with their rewards (CS336's log_generations, in the console)."""
-    print(f"  -- {title} --")
-    for s in samples[:n]:
-        print(f"  {s['prompt']}{s['response']}  [answer {s['answer']}, "
-              f"format {s['format_reward']:.0f}, reward {s['reward']:.0f}]")

@@ -322,9 +322,9 @@ def test_abstain_reward_reaches_the_reward(small_sft, tmp_path, monkeypatch):
     assert Config().abstain_reward is None
     seen, real_reward_fn = [], grpo.reward_fn
 
-    def spy(response, ground_truth, abstain_reward=None):
+    def spy(response, ground_truth, abstain_reward=None, wrong_reward=0.0):
         seen.append(abstain_reward)
-        return real_reward_fn(response, ground_truth, abstain_reward)
+        return real_reward_fn(response, ground_truth, abstain_reward, wrong_reward)
 
     monkeypatch.setattr(grpo, "reward_fn", spy)
     grpo.train(small_config(small_sft[0], tmp_path, steps=1, abstain_reward=0.3))
