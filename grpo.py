@@ -41,7 +41,6 @@ time and result are in the README). Outputs go to out/grpo/; `python grpo.py -h`
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -233,7 +232,7 @@ def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
     policy = runs.load_policy(cfg, device)  # eval mode: we train the very policy that sampled
-    reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the frozen start
+    reference = runs.load_policy(cfg, device).requires_grad_(False)  # pi_ref: the frozen start
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)

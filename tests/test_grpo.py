@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import grpo
+import runs
 from grpo import (Config, compute_grpo_clip_loss, compute_group_normalized_rewards,
                   compute_naive_policy_gradient_loss, compute_policy_gradient_loss,
                   grpo_microbatch_train_step, kl_penalty)
@@ -254,15 +255,13 @@ def test_shuffled_rows_keep_their_group_advantage(small_sft, tmp_path, monkeypat
 
 
 def test_two_steps_move_policy_not_reference(small_sft, tmp_path, monkeypatch):
-    import copy
-    from types import SimpleNamespace
-    loaded = []  # the policy (deep-copied once, into the reference) and the reference
+    loaded, real_load = [], runs.load_policy
 
-    def spy_deepcopy(model):
-        loaded.extend([model, copy.deepcopy(model)])
+    def spy_load(*args, **kw):
+        loaded.append(real_load(*args, **kw))
         return loaded[-1]
 
-    monkeypatch.setattr(grpo, "copy", SimpleNamespace(deepcopy=spy_deepcopy))
+    monkeypatch.setattr(runs, "load_policy", spy_load)
     grpo.train(small_config(small_sft[0], tmp_path, steps=2, beta=0.04))
     start = torch.load(small_sft[0], weights_only=True)["state_dict"]
     policy, reference = loaded
