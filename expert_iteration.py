@@ -62,10 +62,10 @@ class Config:
     temperature: float = 0.7  # sampling temperature of the rollouts
     min_new_tokens: int = 0  # end-of-text is forbidden before this many response tokens
     # --- optimisation ---
-    sft_epochs: int = 2  # inner loop: passes over the filtered set per EI step
+    sft_epochs: int = 3  # inner loop: passes over the filtered set per EI step
     batch_size: int = 64  # filtered responses per optimizer step
     gradient_accumulation_steps: int = 2  # micro-batches per optimizer step (batch_size must divide)
-    lr: float = 5e-5  # AdamW learning rate after the warm-up, then constant
+    lr: float = 1e-4  # AdamW learning rate after the warm-up, then constant
     warmup_steps: int = 10  # linear warm-up over the first N optimizer steps (a fresh Adam is harsh)
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     beta1: float = 0.9  # AdamW first-moment decay
@@ -97,7 +97,7 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 # The algorithm
 # ----------------------------------------------------------------------------------------------
-def filter_correct(prompts, responses, ground_truths, reward_fn=reward_fn):
+def filter_correct(prompts, responses, ground_truths, reward_fn):
     """Score every response and keep the pairs with reward 1. Returns (kept_prompts,
     kept_responses, rewards): the kept lists in their original order, and all rewards (B,)."""
     rewards = torch.tensor([reward_fn(r, g)["reward"] for r, g in zip(responses, ground_truths)])
@@ -161,7 +161,7 @@ def train(cfg: Config) -> dict:
 
             # 2. Reward and filter: D_sft is the responses with reward 1, nothing else.
             sft_prompts, sft_responses, rewards = filter_correct(
-                prompts, responses, [p.answer for p in problems for _ in range(G)])
+                prompts, responses, [p.answer for p in problems for _ in range(G)], reward_fn)
             solved = (rewards.view(-1, G) == 1).any(dim=1).float().mean().item()
             entropy = response_entropy(policy, tokenizer, prompts, responses, cfg.temperature)
 
