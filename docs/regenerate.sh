@@ -9,6 +9,7 @@ python sft.py && cp out/sft/curves.png docs/sft_curves.png
 python grpo.py && cp out/grpo/curves.png docs/grpo_curves.png
 python dpo.py && cp out/dpo/curves.png docs/dpo_curves.png
 python ppo.py && cp out/ppo/curves.png docs/ppo_curves.png
+python expert_iteration.py && cp out/expert_iteration/curves.png docs/expert_iteration_curves.png
 
 
 if [ "${1:-all}" != "defaults" ]; then
