@@ -79,9 +79,18 @@ def test_seeded_run_is_deterministic_and_raises_its_filtered_set(small_sft, tmp_
         filtered.append(out[:2])
         return out
 
+    accumulation, real_step = [], ei.sft_microbatch_train_step
+
+    def spy_step(log_probs, mask, gradient_accumulation_steps, *rest):
+        accumulation.append(gradient_accumulation_steps)
+        return real_step(log_probs, mask, gradient_accumulation_steps, *rest)
+
     monkeypatch.setattr(ei, "filter_correct", spy)
-    cfg = dict(n_ei_steps=1, sft_epochs=2)
+    monkeypatch.setattr(ei, "sft_microbatch_train_step", spy_step)
+    cfg = dict(n_ei_steps=1, sft_epochs=2, questions_per_step=32)
     a = ei.train(small_config(small_sft[0], tmp_path / "a", **cfg))
+    # Each optimizer step's micro-batches divide by their own count: their 1/k add up to 1 per step.
+    assert max(accumulation) == 2 and sum(1 / k for k in accumulation) == pytest.approx(a["optimizer_steps"])
     b = ei.train(small_config(small_sft[0], tmp_path / "b", **cfg))
     assert a["final_accuracy"] == b["final_accuracy"]
     strip = lambda path: [line.rsplit(",", 1)[0] for line in open(path).read().splitlines()]  # seconds last
