@@ -42,10 +42,10 @@ import torch
 
 import sft  # the SFT step (CS336's reduction) and, if missing, the starting checkpoint
 from sft import sft_microbatch_train_step
-from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, format_step, generate,
-                       get_response_log_probs, load_checkpoint, log_generations, lr_at, peak_rss_mib,
-                       pick_device, require, reward_fn, run_script, save_checkpoint, set_seed,
-                       tokenize_prompt_and_output, write_json)
+from toy_model import (AdditionTask, MetricLog, Tokenizer, encode_prompts, evaluate, extract_answer,
+                       format_step, generate, get_response_log_probs, load_checkpoint, log_generations,
+                       lr_at, peak_rss_mib, pick_device, require, reward_fn, run_script, save_checkpoint,
+                       set_seed, tokenize_prompt_and_output, write_json)
 
 
 @dataclass
@@ -206,8 +206,8 @@ def train(cfg: Config) -> dict:
                 shown["held-out acc"] = row["eval_accuracy"]
             print(format_step(step, cfg.n_ei_steps, row["seconds"], shown))
             if step % cfg.samples_every == 0 and sft_responses:
-                log_generations([{"prompt": p, "response": r, "answer": "", "format_reward": 1, "reward": 1}
-                                 for p, r in zip(sft_prompts[:4], sft_responses[:4])],
+                log_generations([{"prompt": p, "response": r, "answer": extract_answer(r), "format_reward": 1,
+                                  "reward": 1} for p, r in zip(sft_prompts[:4], sft_responses[:4])],
                                 title=f"filtered responses at step {step}")
     except KeyboardInterrupt:
         interrupted = True
