@@ -184,7 +184,7 @@ def train(cfg: Config) -> dict:
                         n_tokens += mask.sum().item()
                     opt_step += 1
                     for group in optimizer.param_groups:
-                        group["lr"] = lr_at(opt_step, cfg.lr, cfg.warmup_steps, 1, cosine=False)
+                        group["lr"] = lr_at(opt_step, cfg.lr, cfg.warmup_steps, opt_step, cosine=False)
                     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm).item()
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
