@@ -123,3 +123,20 @@ def check_grpo(cfg) -> None:
     check_task(cfg)
     require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
+
+
+def check_expert_iteration(cfg) -> None:
+    require(cfg.log_every >= 1, "--log_every must be >= 1")
+    require(1 <= cfg.digits <= 6, "--digits must be between 1 and 6")
+    require(min(cfg.n_test, cfg.n_ei_steps, cfg.questions_per_step, cfg.group_size, cfg.sft_epochs,
+                cfg.batch_size, cfg.gradient_accumulation_steps, cfg.eval_every, cfg.samples_every) >= 1,
+            "--n_test, --n_ei_steps, --questions_per_step, --group_size, --sft_epochs, --batch_size, "
+            "--gradient_accumulation_steps, --eval_every and --samples_every must be >= 1")
+    require(cfg.batch_size % cfg.gradient_accumulation_steps == 0,
+            f"--batch_size {cfg.batch_size} is not divisible by "
+            f"--gradient_accumulation_steps {cfg.gradient_accumulation_steps}")
+    require(cfg.temperature > 0, "--temperature must be > 0")
+    require(cfg.min_new_tokens >= 0, "--min_new_tokens must be >= 0")
+    require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
+            "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
+    require(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")

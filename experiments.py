@@ -44,6 +44,8 @@ QUICK = {
     "dpo": dict(steps=2, n_test=16, n_prompts=64, batch_size=8, eval_every=1),
     "ppo": dict(steps=2, prompts_per_step=8, n_test=16, eval_every=1, samples_every=100,
                 rm_prompts=48, rm_steps=2, rm_batch_size=8),
+    "expert_iteration": dict(questions_per_step=8, group_size=4, batch_size=8, n_test=16, eval_every=1,
+                             samples_every=100),
 }
 
 
@@ -628,6 +630,159 @@ def plot_length_and_mix(length, share, rows: list[dict], sft_modes: dict) -> Non
     share.set_ylim(0, 1.05)
     for ax in (length, share):
         ax.legend(fontsize=7)
+
+
+# Pass@k in the experiments: n samples at temperature 1 (CS336's setting) on the first problems of
+# the held-out set; --quick shrinks both.
+PASS_AT_K = dict(n=64, ks=(1, 2, 4, 8, 16, 32, 64), n_problems=200)
+PASS_AT_K_QUICK = dict(n=4, ks=(1, 2, 4), n_problems=8)
+
+
+def pass_at_k_of(checkpoint: str, args) -> dict:
+    """pass@k and maj@k of a checkpoint on the held-out problems (toy_model.evaluate_pass_at_k)."""
+    from runs import load_checkpoint
+    from toy_model import AdditionTask, Tokenizer, evaluate_pass_at_k
+    spec = PASS_AT_K_QUICK if args.quick else PASS_AT_K
+    model, ckpt = load_checkpoint(checkpoint)
+    task = AdditionTask(ckpt["digits"])
+    result = evaluate_pass_at_k(model, Tokenizer(), task.test[:spec["n_problems"]], task.max_new_tokens,
+                                n=spec["n"], ks=spec["ks"])
+    result.pop("correct_counts")
+    print(f"{checkpoint}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if "@" in k))
+    return result
+
+
+def plot_pass_at_k(ax, curves: dict[str, dict]) -> None:
+    """pass@k against k (log scale), one line per model."""
+    for label, result in curves.items():
+        ks = [int(k[5:]) for k in result if k.startswith("pass@")]
+        ax.plot(ks, [result[f"pass@{k}"] for k in ks], marker=".", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples at temperature 1)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("held-out pass@k", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+@experiment("Expert iteration vs GRPO, same sampled responses: accuracy per sample and per second, pass@k")
+def ei_vs_grpo(args) -> dict:
+    """Claims (the lecture; CS336 section 5; Yue et al. 2025): expert iteration, SFT on the policy's
+    own verified samples, is a cheap policy-improvement baseline that GRPO should beat per sample;
+    and RL from verifiable rewards mostly sharpens: pass@1 rises while pass@64 stays flat or falls,
+    because it reweights answers the model can already sample rather than finding new ones.
+    Both start from the same SFT model and sample the same number of responses (EI: 6 steps x 512
+    questions x 8; GRPO: 96 steps x 32 prompts x 8)."""
+    import expert_iteration
+    import grpo
+    ei_steps = 1 if args.quick else 6
+    budget = ei_steps * expert_iteration.Config.questions_per_step * expert_iteration.Config.group_size
+    grpo_steps = 2 if args.quick else budget // grpo.Config.rollout_batch_size
+    # CPU seconds of this process as well as wall seconds: on a shared machine the wall clock also
+    # counts the other jobs; with one thread (OMP_NUM_THREADS=1) CPU time is what the run costs.
+    cpu = {}
+    cpu["expert_iteration"] = time.process_time()
+    ei_rows = train_script(expert_iteration, args, "ei_vs_grpo/expert_iteration", n_ei_steps=ei_steps)
+    cpu["grpo"] = time.process_time()
+    cpu["expert_iteration"] = cpu["grpo"] - cpu["expert_iteration"]
+    grpo_rows = train_script(grpo, args, "ei_vs_grpo/grpo", steps=grpo_steps, eval_every=8, samples_every=1000)
+    cpu["grpo"] = time.process_time() - cpu["grpo"]
+    for row in grpo_rows:  # GRPO samples rollout_batch_size responses per step
+        row["sampled_responses"] = row["step"] * (16 if args.quick else grpo.Config.rollout_batch_size)
+    checkpoints = {"SFT": args.sft_checkpoint,
+                   "expert iteration": os.path.join(args.out_dir, "ei_vs_grpo", "expert_iteration", "model.pt"),
+                   "GRPO": os.path.join(args.out_dir, "ei_vs_grpo", "grpo", "model.pt")}
+    passk = {label: pass_at_k_of(path, args) for label, path in checkpoints.items()}
+
+    fig, (per_sample, per_second, entropy, ks) = new_figure(4, "Expert iteration vs GRPO from the same SFT "
+                                                               "model, same number of sampled responses")
+    results = {}
+    for label, rows, name in (("expert iteration", ei_rows, "expert_iteration"), ("GRPO", grpo_rows, "grpo")):
+        with open(os.path.join(args.out_dir, "ei_vs_grpo", name, "summary.json")) as f:
+            summary = json.load(f)
+        evals = [r for r in rows if r.get("eval_accuracy") is not None]
+        start = summary["start_accuracy"]
+        per_sample.plot([0] + [r["sampled_responses"] for r in evals], [start] + [r["eval_accuracy"] for r in evals],
+                        marker=".", label=label)
+        scale = cpu[name] / rows[-1]["seconds"]  # wall seconds -> CPU seconds, as a run-wide ratio
+        per_second.plot([0] + [r["seconds"] * scale for r in evals], [start] + [r["eval_accuracy"] for r in evals],
+                        marker=".", label=label)
+        entropy.plot([r["sampled_responses"] for r in rows], [r["entropy"] for r in rows], label=label)
+        results[name] = {"start_accuracy": start, "final_accuracy": summary["final_accuracy"],
+                         "wall_seconds": summary["wall_seconds"], "cpu_seconds": round(cpu[name], 1),
+                         "sampled_responses": rows[-1]["sampled_responses"],
+                         "entropy_first": rows[0]["entropy"], "entropy_last": rows[-1]["entropy"],
+                         "pass_at_k": passk[label]}
+    per_sample.set_xlabel("responses sampled")
+    per_sample.set_title("held-out greedy accuracy", fontsize=9)
+    per_second.set_xlabel("CPU seconds of the run (wall time rescaled)")
+    per_second.set_title("held-out greedy accuracy", fontsize=9)
+    entropy.set_xlabel("responses sampled")
+    entropy.set_title("token entropy on rollouts (nats, at T = 0.7)", fontsize=9)
+    per_sample.legend(fontsize=7)
+    plot_pass_at_k(ks, passk)
+    save_figure(fig, args, "ei_vs_grpo")
+    top = f"pass@{max(int(k[5:]) for k in passk['SFT'] if k.startswith('pass@'))}"
+    sharpened = {name: passk[label]["pass@1"] > passk["SFT"]["pass@1"] and passk[label][top] <= passk["SFT"][top] + 0.02
+                 for label, name in (("expert iteration", "expert_iteration"), ("GRPO", "grpo"))}
+    return {**results, "pass_at_k_sft": passk["SFT"], "top_k": top, "sharpened": sharpened,
+            "grpo_beats_ei_per_sample": results["grpo"]["final_accuracy"] > results["expert_iteration"]["final_accuracy"]}
+
+
+@experiment("DeepSeek-R1's pipeline on the toy: cold-start SFT, GRPO, rejection-sampling SFT, GRPO again")
+def r1_pipeline(args) -> dict:
+    """The R1 recipe (DeepSeek-AI 2025, as in the lecture), stage by stage, each from the previous:
+    1. cold start: the default SFT checkpoint (160 steps x 64 demonstrations, stopped short);
+    2. reasoning RL: GRPO with the accuracy reward plus 0.1 x the format reward;
+    3. rejection-sampling SFT: sample the RL model at temperature 0.7 on fresh questions, keep the
+       verified-correct responses, and fine-tune the *cold-start* checkpoint on them
+       (expert_iteration.py with --teacher_checkpoint: distillation, not self-improvement);
+    4. final RL for all scenarios: a short GRPO from the distilled model (the verifier as reward).
+    After every stage: held-out greedy accuracy, format rate and pass@k at temperature 1."""
+    import expert_iteration
+    import grpo
+    base = os.path.join(args.out_dir, "r1_pipeline")
+    ckpt = {"1. cold-start SFT": args.sft_checkpoint}
+    train_script(grpo, args, "r1_pipeline/grpo", steps=2 if args.quick else 100, eval_every=20,
+                 samples_every=1000, format_reward_weight=0.1)
+    ckpt["2. GRPO (accuracy + format)"] = os.path.join(base, "grpo", "model.pt")
+    train_script(expert_iteration, args, "r1_pipeline/rejection_sft", n_ei_steps=1 if args.quick else 3,
+                 teacher_checkpoint=ckpt["2. GRPO (accuracy + format)"])
+    ckpt["3. rejection-sampling SFT"] = os.path.join(base, "rejection_sft", "model.pt")
+    train_script(grpo, args, "r1_pipeline/final_grpo", sft_checkpoint=ckpt["3. rejection-sampling SFT"],
+                 steps=2 if args.quick else 40, eval_every=20, samples_every=1000)
+    ckpt["4. final GRPO"] = os.path.join(base, "final_grpo", "model.pt")
+
+    from runs import load_checkpoint
+    from toy_model import AdditionTask, Tokenizer, evaluate
+    stages = {}
+    for label, path in ckpt.items():
+        model, meta = load_checkpoint(path)
+        task = AdditionTask(meta["digits"], 16 if args.quick else 500)
+        greedy, _ = evaluate(model, Tokenizer(), task.test, task.max_new_tokens)
+        stages[label] = {"accuracy": greedy["accuracy"], "format_rate": greedy["format_rate"],
+                         "pass_at_k": pass_at_k_of(path, args)}
+    top = max((k for k in stages["4. final GRPO"]["pass_at_k"] if k.startswith("pass@")), key=lambda k: int(k[5:]))
+    print(f"{'stage':<30} accuracy  format  pass@1  {top}")
+    for label, s in stages.items():
+        print(f"{label:<30} {s['accuracy']:.3f}     {s['format_rate']:.3f}   {s['pass_at_k']['pass@1']:.3f}   "
+              f"{s['pass_at_k'][top]:.3f}")
+
+    fig, (bars, ks) = new_figure(2, "DeepSeek-R1's pipeline on 3-digit addition, stage by stage")
+    x = list(range(len(stages)))
+    for offset, key, label in ((-0.2, "accuracy", "greedy accuracy"), (0.2, "format_rate", "format rate")):
+        bars.bar([i + offset for i in x], [s[key] for s in stages.values()], width=0.4, label=label)
+    bars.set_xticks(x, [label.split(". ")[0] for label in stages])
+    bars.set_xlabel("stage: " + ", ".join(stages))
+    bars.xaxis.label.set_fontsize(6)
+    bars.set_ylim(0, 1.05)
+    bars.set_title("held-out, greedy", fontsize=9)
+    bars.legend(fontsize=7)
+    plot_pass_at_k(ks, {label: s["pass_at_k"] for label, s in stages.items()})
+    save_figure(fig, args, "r1_pipeline")
+    accuracy = [s["accuracy"] for s in stages.values()]
+    return {"stages": stages, "rl_improves_cold_start": accuracy[1] > accuracy[0],
+            "distillation_keeps_most_of_rl": accuracy[2] >= accuracy[0] + 0.8 * (accuracy[1] - accuracy[0]),
+            "final_rl_improves_distilled": accuracy[3] > accuracy[2]}
 
 
 # ----------------------------------------------------------------------------- command line

@@ -305,9 +305,10 @@ class RunLog(MetricLog):
     starting evaluation, one row per step, a console line every cfg.log_every steps (and on
     every evaluation), the final evaluation of an interrupted run, and the end of the run."""
 
-    def __init__(self, cfg, header: str, t0: float | None = None):
+    def __init__(self, cfg, header: str, t0: float | None = None, total_steps: int | None = None):
         super().__init__()
         self.cfg, self.t0, self.was_interrupted = cfg, t0 or time.time(), False
+        self.total = total_steps or cfg.steps
         print(header)
 
     def start(self, eval_metrics: dict, samples: list[dict]) -> list[dict]:
@@ -325,7 +326,7 @@ class RunLog(MetricLog):
             row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
         row["seconds"] = time.time() - self.t_start
         self.append(row)
-        step, total = row["step"], self.cfg.steps
+        step, total = row["step"], self.total
         if step % self.cfg.log_every == 0 or eval_metrics is not None or step == total:
             names = shown + (["eval_accuracy", "eval_format_rate"] if eval_metrics else [])
             per_step = row["seconds"] / step

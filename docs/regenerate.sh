@@ -10,6 +10,7 @@ python sft.py --overwrite && cp out/sft/curves.png docs/sft_curves.png
 python grpo.py --overwrite && cp out/grpo/curves.png docs/grpo_curves.png
 python dpo.py --overwrite && cp out/dpo/curves.png docs/dpo_curves.png
 python ppo.py --overwrite && cp out/ppo/curves.png docs/ppo_curves.png
+python expert_iteration.py --overwrite && cp out/expert_iteration/curves.png docs/expert_iteration_curves.png
 
 
 if [ "${1:-all}" != "defaults" ]; then
