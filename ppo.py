@@ -28,33 +28,24 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 - the score is the rule-based verifier; `--reward model` first trains a Bradley-Terry reward
   model (SFT weights plus a scalar head, on correct-vs-incorrect pairs of the SFT model's own
   samples) and normalises its score to mean 0, std 1 on those samples, as Ziegler et al. do;
-- rollouts are sampled at temperature 0.5, not 1: this SFT model is right on only ~5% of its
-  samples at temperature 1 (41% greedy), too little signal; at 0.5 it is right on ~25%;
-- a fixed KL coefficient (no adaptive controller), no pretraining-mix (PPO-ptx) term;
-- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
-  with a zero-initialised scalar head and its own learning rate, 1e-4: the SFT body is as sharp
-  for the critic as for the policy (at 1e-3 its features are wrecked); both networks share one
-  backward pass and one AdamW, each with its gradient clipped on its own, so vf_coef matters less
-  than it does with a shared trunk;
-- a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr and wreck
-  this SFT model without it;
-- losses are token means over the minibatch; a rollout's epochs stop early once the approximate
-  KL between pi_old and the policy exceeds `target_kl`.
-Even so the critic explains only a small part of the return's variance (README): whether a
-sampled sum is right is hardly easier for a copy of the policy to judge than to get right, so GAE
-works mostly as a learned baseline. GRPO drops the critic for that reason.
+- rollouts are sampled at temperature 0.5, not 1: at 1 too few samples are right to learn from;
+- a fixed KL coefficient (no adaptive controller), no pretraining-mix (PPO-ptx) term;- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
+  with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
+  networks share one backward and one AdamW, each gradient clipped on its own;
+- a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr;
+- losses are token means over the minibatch; a rollout's epochs stop once KL(pi_old || pi_theta),
+  measured after an epoch over the whole rollout, exceeds `target_kl` (CleanRL's early stop).
+The critic explains little of the return's variance (README): judging a sum is hardly easier than
+doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that reason.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (README: over-optimisation)
-Flags that switch variants: --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl,
---ent_coef, --no-whiten_advantages, --temperature. Outputs: out/ppo/{metrics.csv, curves.png,
-model.pt (the policy), summary.json}. `python ppo.py -h` lists every flag.
+Variants: --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
+--no-whiten_advantages, --temperature. Outputs go to out/ppo/; `python ppo.py -h` lists all flags.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal

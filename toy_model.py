@@ -501,7 +501,8 @@ def extract_answer(response: str) -> str | None:
 
 def evaluate_pass_at_k(model: GPT, tokenizer: Tokenizer, problems: list[Problem],
                        max_new_tokens: int, n: int = 64, ks: tuple[int, ...] = (1, 4, 16, 64),
-                       temperature: float = 1.0, seed: int = 0, prompts_per_batch: int = 32) -> dict:
+                       temperature: float = 1.0, seed: int = 0,
+                       prompts_per_batch: int = 32) -> dict:
     """Sample n responses per problem at `temperature` (1.0: CS336's leaderboard setting) and
     return {"pass@k": mean over problems of pass_at_k(n, c, k), "maj@k": accuracy of the majority
     answer of the first k samples, "correct_counts": c per problem, "format_rate"}.
