@@ -28,8 +28,9 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 - the score is the rule-based verifier; `--reward model` first trains a Bradley-Terry reward
   model (SFT weights plus a scalar head, on correct-vs-incorrect pairs of the SFT model's own
   samples) and normalises its score to mean 0, std 1 on those samples, as Ziegler et al. do;
-- rollouts are sampled at temperature 0.5, not 1: at 1 too few samples are right to learn from;
-- a fixed KL coefficient (no adaptive controller), no pretraining-mix (PPO-ptx) term;- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
+- rollouts at temperature 0.5 (at 1 too few samples are right to learn from); a fixed KL
+  coefficient (no adaptive controller); no pretraining-mix (PPO-ptx) term;
+- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
   with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
   networks share one backward and one AdamW, each gradient clipped on its own;
 - a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr;
