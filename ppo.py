@@ -12,7 +12,7 @@ that never produced end-of-text scores `missing_eos_penalty` instead. The critic
 the rest of the episode's reward from each prefix; GAE (gae.py) turns rewards and values into
 advantages and value targets:
 
-    delta_t = r_t + gamma V(s_{t+1}) - V(s_t); A_t = delta_t + gamma lambda A_{t+1}; R_t = A_t + V(s_t)
+    delta_t = r_t + gamma V_{t+1} - V_t;    A_t = delta_t + gamma lambda A_{t+1};    R_t = A_t + V_t
 
 Then several epochs of shuffled minibatches minimise, averaged over the minibatch's tokens,
 
