@@ -62,7 +62,8 @@ def train_script(module, args, name: str, **flags) -> list[dict]:
     cfg = module.Config(**overrides)
     print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}", flush=True)
     module.train(cfg)
-    return read_csv(os.path.join(overrides["out_dir"], "metrics.csv"))
+    rows = read_csv(os.path.join(overrides["out_dir"], "metrics.csv"))
+    return [r for r in rows if r["step"] > 0]  # row 0 is the starting evaluation (summary.json)
 
 
 def read_csv(path: str) -> list[dict]:
