@@ -6,7 +6,7 @@
 2. Every command in the README's code (fenced blocks and inline spans) that runs a script,
    `python X.py ...`, parses with that script's own parser, and nothing runs: a misspelt,
    abbreviated or out-of-range flag fails. sft/grpo/dpo/ppo/bench go through
-   `toy_model.parse_config(module.Config, argv)`; gae.py and experiments.py through the argparse
+   `runs.parse_config(module.Config, argv)`; gae.py and experiments.py through the argparse
    parser their `main` builds, stopped right after parsing.
 3. Every in-page anchor (#section) names a heading, and every image exists.
 
