@@ -405,7 +405,6 @@ class UpdateStats:
                 "ratio_max": max(self.ratios, default=None), "grad_norm": self.grad_norm}
 
 
-
 def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> None:
     """Print a few completions with their rewards (CS336's log_generations, in the console)."""
     print(f"  -- {title} --")
