@@ -155,7 +155,6 @@ def train(cfg: Config) -> dict:
                 order = torch.randperm(len(sft_responses)).tolist()  # empty D_sft: no step
                 for b in range(0, len(order), cfg.batch_size):
                     batch_rows = order[b:b + cfg.batch_size]
-                    n_micro = (len(batch_rows) + micro_size - 1) // micro_size  # last may be short
                     for m in range(0, len(batch_rows), micro_size):
                         rows = batch_rows[m:m + micro_size]
                         batch = tokenize_prompt_and_output([sft_prompts[i] for i in rows],
@@ -164,7 +163,9 @@ def train(cfg: Config) -> dict:
                         mask = batch["response_mask"].to(device)  # (len(rows), P + T - 1)
                         log_probs = get_response_log_probs(policy, batch["input_ids"].to(device),
                                                            batch["labels"].to(device))["log_probs"]
-                        sft_microbatch_train_step(log_probs, mask, n_micro)
+                        # len(batch_rows) / len(rows) is the accumulation count when the batch
+                        # is full; a short last micro-batch then weighs each row like the others
+                        sft_microbatch_train_step(log_probs, mask, len(batch_rows) / len(rows))
                         nll_sum -= (log_probs.detach() * mask).sum().item()
                         n_tokens += mask.sum().item()
                     opt_step += 1

@@ -83,15 +83,19 @@ def test_seeded_run_is_deterministic_and_raises_its_filtered_set(small_sft, tmp_
     accumulation, real_step = [], ei.sft_microbatch_train_step
 
     def spy_step(log_probs, mask, gradient_accumulation_steps, *rest):
-        accumulation.append(gradient_accumulation_steps)
+        accumulation.append((log_probs.shape[0], gradient_accumulation_steps))
         return real_step(log_probs, mask, gradient_accumulation_steps, *rest)
 
     monkeypatch.setattr(ei, "filter_correct", spy)
     monkeypatch.setattr(ei, "sft_microbatch_train_step", spy_step)
     cfg = dict(n_ei_steps=1, sft_epochs=2, questions_per_step=32)
     a = ei.train(small_config(small_sft[0], tmp_path / "a", **cfg))
-    # Each optimizer step's micro-batches divide by their own count: their 1/k add up to 1 per step.
-    assert max(accumulation) == 2 and sum(1 / k for k in accumulation) == pytest.approx(a["optimizer_steps"])
+    # Every row of an optimizer step weighs the same, 1 / (rows in the step): each micro-batch's
+    # mean is divided by k = rows in the step / rows in the micro-batch, and the 1/k add up to 1.
+    assert sum(1 / k for _, k in accumulation) == pytest.approx(a["optimizer_steps"])
+    # rows x k is the step's row count: at least a micro-batch (8) whenever a step has two of
+    # them, so a short last micro-batch (rows < 8) is not divided by the micro-batch count.
+    assert all(k == 1 or rows * k >= 8 for rows, k in accumulation), accumulation
     b = ei.train(small_config(small_sft[0], tmp_path / "b", **cfg))
     assert a["final_accuracy"] == b["final_accuracy"]
     strip = lambda path: [line.rsplit(",", 1)[0] for line in open(path).read().splitlines()]  # seconds last
@@ -153,3 +157,23 @@ def test_bad_values_parse_to_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         parse_config(ei.Config, ["--group_size", "0"])
     assert e.value.code == 2
+
+
+def test_a_short_last_micro_batch_weighs_each_row_like_the_others(small_sft, tmp_path, monkeypatch):
+    """12 kept responses, batches of 16 in micro-batches of 8: one step of 8 + 4 rows. Each row
+    must weigh 1/12, so the micro-batch means are divided by 12/8 and 12/4, not by 2 and 2."""
+    real_filter, seen = ei.filter_correct, []
+
+    def keep_twelve(prompts, responses, ground_truths, reward_fn):
+        _, _, rewards = real_filter(prompts, responses, ground_truths, reward_fn)
+        return prompts[:12], responses[:12], rewards
+
+    def spy_step(log_probs, mask, gradient_accumulation_steps, *rest):
+        seen.append((log_probs.shape[0], gradient_accumulation_steps))
+        return real_step(log_probs, mask, gradient_accumulation_steps, *rest)
+
+    real_step = ei.sft_microbatch_train_step
+    monkeypatch.setattr(ei, "filter_correct", keep_twelve)
+    monkeypatch.setattr(ei, "sft_microbatch_train_step", spy_step)
+    ei.train(small_config(small_sft[0], tmp_path, sft_epochs=1))
+    assert seen == [(8, pytest.approx(1.5)), (4, pytest.approx(3.0))]
