@@ -115,7 +115,7 @@ def response_entropy(model, tokenizer, prompts, responses, temperature, rows_per
 def train(cfg: Config) -> dict:
     """Run expert iteration, evaluate, save. Returns the summary also written to summary.json."""
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode: the SFT step trains what sampled
+    policy = runs.load_policy(cfg, device)  # in eval mode: no dropout
     sampler = policy  # Algorithm 2 samples from the current policy (R1's distillation: a teacher)
     if cfg.teacher_checkpoint is not None:
         sampler, _ = runs.load_checkpoint(cfg.teacher_checkpoint, digits=cfg.digits, device=device)
@@ -205,7 +205,7 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),
     ("rollouts: reward, questions with a correct answer", ["reward", "solved_fraction"]),
     ("filtered set size |D_sft|", ["filtered_size"]),
-    ("token entropy (nats)", ["entropy", "eval_entropy"]),
+    ("token entropy: rollouts at --temperature, held-out greedy at 1", ["entropy", "eval_entropy"]),
     ("SFT NLL per response token", ["nll_per_token"]),
     ("gradient norm (before clipping)", ["grad_norm"]),
 ]

@@ -73,7 +73,7 @@ class Config:
     # --- algorithm ---
     loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # CS336: -r logp, -A logp, clipped or plain ratio
     use_std_normalization: bool = True  # divide A by the group std (Dr. GRPO drops it)
-    advantage_eps: float = 1e-6  # added to the group std so an all-equal group gives A = 0
+    advantage_eps: float = 1e-6  # added to the group std: never a division by 0
     length_normalization: Literal[LENGTH_NORMALIZATIONS] = "sequence_mean"  # or Dr. GRPO, DAPO
     normalize_constant: float | None = None  # Dr. GRPO's `constant` divisor; None: max_new_tokens
     cliprange: float = 0.2  # epsilon of the PPO/GRPO clip: ratio kept in [1 - eps, 1 + eps_high]
@@ -357,7 +357,7 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),
     ("KL(pi || pi_ref) per response token", ["kl_per_token"]),
     ("rollout response length", ["response_len_correct", "response_len_incorrect"]),
-    ("token entropy (nats)", ["entropy", "eval_entropy"]),
+    ("token entropy: rollouts at --temperature, held-out greedy at 1", ["entropy", "eval_entropy"]),
     ("groups with zero reward spread", ["zero_spread_fraction"]),
     ("clip fraction", ["clip_fraction"]),
     ("gradient norm (before clipping)", ["grad_norm"]),

@@ -410,7 +410,7 @@ def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> 
     print(f"  -- {title} --")
     for s in samples[:n]:
         print(f"  {s['prompt']}{s['response']}  [answer {s['answer']}, "
-              f"format {s['format_reward']:.0f}, reward {s['reward']:.0f}]")
+              f"format {s['format_reward']:.0f}, reward {s['reward']:.3g}]")
 
 
 def task_config(run_config: dict | None) -> dict:
