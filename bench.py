@@ -11,7 +11,11 @@ Measures, in one process on one device, fp32:
   ppo_step       the same rollout with PPO: old-policy, reference and critic passes without
                  gradient, GAE, one policy and critic forward, backward and AdamW step;
   scripts        a tenth of the steps of each default grpo.py, ppo.py and dpo.py run (full
-                 evaluations), with a timer on every model forward, backward and optimiser step.
+                 evaluations), with a timer on every model forward, backward and optimiser step
+                 and a count of their FLOPs;
+  grpo_run       the whole default grpo.py run, ten times its tenth: its FLOPs over the matmul
+                 peak (the time a perfect implementation would take), and the real time as a
+                 multiple of that.
 The steps are representative, not the scripts' exact defaults (grpo.py's beta is 0, ppo.py
 runs 2 epochs x 2 minibatches and clips its value loss); the script runs are the real code.
 Every step is timed in turn, round after round (warm-up rounds first), so that the machine's
@@ -140,17 +144,22 @@ def script_runs(quick: bool, device: str) -> dict:
             "dpo.py": lambda out: dpo.train(dpo.Config(**tenth["dpo"], **common, out_dir=out))}
 
 
-def model_seconds(run, device) -> dict:
+def model_seconds(run, device, n_flop_params: int) -> dict:
     """Run `run()` with a timer around every model forward (the outermost GPT call), every
     backward and every optimiser step (gradient clipping included); everything else the script
-    does (sampling, decoding, rewards, logging, evaluation bookkeeping) is the remainder."""
+    does (sampling, decoding, rewards, logging, evaluation bookkeeping) is the remainder. Also
+    counts the run's FLOPs as the module docstring does: 2N per token of every forward, 4N more
+    per token of a forward that records a gradient (its backward)."""
     spent, depth = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}, [0]
+    flops = [0.0]
 
     def timed(fn, key):
         def wrapper(*args, **kwargs):
             if depth[0]:  # already inside a timed call: count the outermost only
                 return fn(*args, **kwargs)
             depth[0] += 1
+            if key == "forward":  # args: (model, token ids (B, T), ...)
+                flops[0] += (2 + 4 * torch.is_grad_enabled()) * n_flop_params * args[1].numel()
             sync(device)
             t = time.perf_counter()
             try:
@@ -177,7 +186,8 @@ def model_seconds(run, device) -> dict:
         for (owner, attr), fn in originals.items():
             setattr(owner, attr, fn)
     wall = time.perf_counter() - start
-    return {"wall": wall, **spent, "model": sum(spent.values()), "other": wall - sum(spent.values())}
+    return {"wall": wall, **spent, "model": sum(spent.values()), "other": wall - sum(spent.values()),
+            "flops": flops[0]}
 
 
 def cpu_model() -> str:
@@ -350,9 +360,16 @@ def main(cfg: Config):
     results["scripts"] = {}
     for name, run in script_runs(cfg.quick, cfg.device).items():
         with tempfile.TemporaryDirectory() as out_dir:
-            seconds = model_seconds(lambda: run(out_dir), device)
+            seconds = model_seconds(lambda: run(out_dir), device, n_flop_params)
+        flops = seconds.pop("flops")
         results["scripts"][name] = {"s": seconds["wall"], "model_fraction": seconds["model"] / seconds["wall"],
+                                    "flops": flops, "peak_fraction": fraction(flops, seconds["wall"]),
                                     **{f"{k}_s": v for k, v in seconds.items() if k != "wall"}}
+    # The whole default grpo.py run: ten times the tenth above, against a perfect implementation
+    # that runs every FLOP at the matmul peak.
+    tenth = results["scripts"]["grpo.py"]
+    results["grpo_run"] = {"flops": 10 * tenth["flops"], "s_at_peak": 10 * tenth["flops"] / 1e9
+                           / results["peak_gflops"], "s_estimated": 10 * tenth["s"]}
 
     # Report.
     g = results["generation"]
@@ -374,7 +391,13 @@ def main(cfg: Config):
     for name, r in results["scripts"].items():
         print(f"{name:<10} ({share}) {r['s']:6.1f} s: {r['model_fraction']:.0%} in the model "
               f"(forward {r['forward_s']:.1f} s, backward {r['backward_s']:.1f} s, optimizer "
-              f"{r['optimizer_s']:.1f} s), {r['other_s']:.1f} s elsewhere")
+              f"{r['optimizer_s']:.1f} s), {r['other_s']:.1f} s elsewhere; "
+              f"{r['flops'] / 1e12:.2f} TFLOP, {r['peak_fraction']:.1%} of peak")
+    run = results["grpo_run"]
+    times = "10x the tenth" if not cfg.quick else "10x the few steps (--quick)"
+    print(f"whole grpo.py run ({times}): {run['flops'] / 1e12:.1f} TFLOP = {run['s_at_peak']:.1f} s "
+          f"at the matmul peak; it takes about {run['s_estimated']:.0f} s here, "
+          f"{run['s_estimated'] / run['s_at_peak']:.0f}x that")
     write_json(cfg.out, results)
     print(f"wrote {cfg.out}")
 

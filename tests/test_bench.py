@@ -12,7 +12,8 @@ KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation
         ("grpo_step", "peak_fraction"), ("grpo_step", "peak_rss_mib"), ("ppo_step", "s_per_step"),
         ("ppo_step", "peak_fraction"), ("sft_step", "tokens_per_s"), ("sft_step", "peak_fraction"),
         ("scripts", "grpo.py", "model_fraction"), ("scripts", "ppo.py", "model_fraction"),
-        ("scripts", "dpo.py", "model_fraction")]
+        ("scripts", "dpo.py", "model_fraction"), ("scripts", "grpo.py", "flops"),
+        ("grpo_run", "flops"), ("grpo_run", "s_at_peak"), ("grpo_run", "s_estimated")]
 
 
 def test_quick_bench_writes_every_field(tmp_path):
@@ -30,6 +31,23 @@ def test_quick_bench_writes_every_field(tmp_path):
         assert 0 < results["scripts"][name]["model_fraction"] <= 1
     assert results["generation"]["cache_speedup"] > 1  # the KV cache must not be slower on a CPU
     assert "matmul peak" in proc.stdout and "cache is" in proc.stdout
+
+
+def test_script_flops_count_forwards_and_backwards():
+    """2N FLOPs per token of a forward, 4N more when it records a gradient; nested GPT calls
+    (forward -> hidden) and the reference's inference-mode pass are counted once, as forwards."""
+    import torch
+    import bench
+    from toy_model import GPT, GPTConfig
+    model = GPT(GPTConfig())
+    n = 1000  # any N: the count is linear in it
+
+    def run():
+        model(torch.zeros(3, 5, dtype=torch.long)).sum().backward()  # 15 tokens, forward+backward
+        with torch.inference_mode():
+            model.hidden(torch.zeros(2, 4, dtype=torch.long))  # 8 tokens, forward only
+    seconds = bench.model_seconds(run, torch.device("cpu"), n)
+    assert seconds["flops"] == 6 * n * 15 + 2 * n * 8
 
 
 def test_bad_flag_exits_2_with_one_line(tmp_path):
