@@ -27,8 +27,13 @@ Departures from the papers:
     --length_normalization constant` (sum over tokens divided by max_new_tokens).
   - DAPO: `--cliprange_high 0.28`, `--length_normalization token_mean` (over the whole batch), and
     dynamic sampling simplified to `--drop_equal_reward_groups` (no resampling).
-  - Sampling at temperature 0.7 (at 1.0 a group rarely holds a right answer); a warm-up and a low
-    peak lr (6e-5, cosine to 6e-6): a fresh Adam at 1e-4 wrecks this SFT model in a few steps.
+  - Sampling at temperature 0.3: at 0.5 or 0.7 greedy accuracy first falls for many steps before
+    it rises (at 1.0 a group rarely holds a right answer); a warm-up and a low peak lr (6e-5,
+    cosine to 6e-6): at 1e-4 greedy accuracy drops steeply before it recovers (README,
+    Performance).
+  - A row whose advantage is exactly 0 (its group's rewards are all equal) adds nothing to the
+    gradient when beta is 0, so it gets no forward or backward pass; the loss is still divided by
+    the whole batch, so the update is the same (`--no-skip_zero_advantage` trains every row).
 
 Other variants: --loss_type {no_baseline, reinforce_with_baseline, grpo_no_clip}; --beta 0.04
 (DeepSeekMath's KL; --kl_estimator k3 or k1); --epochs_per_rollout_batch 2 --train_batch_size 128
@@ -65,9 +70,9 @@ class Config:
     easy_digits: int | None = None  # operand length of "easy" problems: the checkpoint's (sft.py)
     hard_fraction: float = 0.5  # with easy_digits: share of "hard" prompts (may differ from SFT's)
     # --- sampling ---
-    group_size: int = 8  # G: responses sampled per prompt (DeepSeekMath uses 64)
+    group_size: int = 4  # G: responses sampled per prompt (DeepSeekMath uses 64)
     rollout_batch_size: int = 256  # responses per rollout batch = prompts x group_size
-    temperature: float = 0.7  # sampling temperature; log-probs are scored at the same one
+    temperature: float = 0.3  # sampling temperature; log-probs are scored at the same one
     min_new_tokens: int = 0  # end-of-text is forbidden before this many response tokens
     max_new_tokens: int | None = None  # response budget; None is the task's (10 * digits + 10)
     # --- algorithm ---
@@ -84,6 +89,7 @@ class Config:
     abstain_reward: float | None = None  # reward for the "?" abstention (None: unformatted, 0)
     wrong_reward: float = 0.0  # reward of any response neither right nor "?" (e.g. -1: a penalty)
     drop_equal_reward_groups: bool = False  # skip groups with one reward value (DAPO-like)
+    skip_zero_advantage: bool = True  # no forward/backward for rows with A = 0 (same gradient)
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps); also the length of the lr schedule
     epochs_per_rollout_batch: int = 1  # passes over each rollout batch; > 1 is off-policy
@@ -287,24 +293,34 @@ def train(cfg: Config) -> dict:
             kept = torch.arange(len(responses), device=device)  # rows to train on
             if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
                 kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
+            # With beta 0 a row with A = 0 has loss 0 whatever theta is: no gradient, so skipping
+            # its forward and backward changes nothing (on evaluation steps every row is trained,
+            # so that entropy and KL are measured over the whole batch).
+            skip_zero = (cfg.skip_zero_advantage and cfg.beta == 0 and not is_eval
+                         and cfg.loss_type != "no_baseline")
 
             # 4. Update: epochs over the rollout batch, an optimizer step per train batch.
             stats = runs.UpdateStats()  # entropy, KL, clip fraction... for the log
+            trained_rows = 0  # forward and backward passes, for the log
             for epoch in range(cfg.epochs_per_rollout_batch):
                 order = kept[torch.randperm(len(kept), device=device)]  # rows keep their advantage
                 for b in range(0, len(order), cfg.train_batch_size):
                     batch_rows = order[b:b + cfg.train_batch_size]
                     batch_tokens = response_mask[batch_rows].sum()  # DAPO's token mean: whole batch
+                    batch_size = len(batch_rows)  # the divisor, with or without the skipped rows
+                    if skip_zero:
+                        batch_rows = batch_rows[advantages[batch_rows] != 0]
+                    trained_rows += len(batch_rows)
                     for m in range(0, len(batch_rows), micro_size):
                         rows = batch_rows[m:m + micro_size]
                         out = get_response_log_probs(policy, input_ids[rows], labels[rows],
                                                      return_token_entropy=True,
                                                      temperature=cfg.temperature)
                         log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
-                        # len(batch_rows) / len(rows) is gradient_accumulation_steps unless groups
+                        # batch_size / len(rows) is gradient_accumulation_steps unless groups
                         # were dropped: either way the micro-batches add up to the batch's mean.
                         loss, meta = grpo_microbatch_train_step(
-                            log_probs, response_mask[rows], len(batch_rows) / len(rows),
+                            log_probs, response_mask[rows], batch_size / len(rows),
                             cfg.loss_type, raw_rewards=rewards[rows, None],
                             advantages=advantages[rows, None],
                             old_log_probs=(log_probs.detach() if old_log_probs is None
@@ -329,7 +345,7 @@ def train(cfg: Config) -> dict:
                    "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
                    "direct_rate": sum(r.startswith("<think></think>") for r in responses)
                    / len(responses),
-                   "trained_fraction": len(kept) / len(responses),
+                   "trained_fraction": trained_rows / len(responses) / cfg.epochs_per_rollout_batch,
                    **stats.row(measured_kl=ref_log_probs is not None),
                    "response_len": lengths.float().mean().item(),
                    "response_len_correct": runs.mean_or_none(lengths[correct]),

@@ -269,6 +269,31 @@ def test_two_steps_move_policy_not_reference(small_sft, tmp_path, monkeypatch):
     assert all(torch.equal(p, start[k]) for k, p in reference.state_dict().items())
 
 
+def test_skipping_zero_advantage_rows_keeps_the_gradient(small_sft, tmp_path, monkeypatch):
+    """With beta 0 a row with A = 0 gives no gradient: skipping its forward and backward must
+    leave the update the same (same loss and gradient norm at step 1, where nothing is evaluated),
+    while training fewer rows. Dividing by the rows kept instead of the whole batch fails this."""
+    norms, real_clip = {}, torch.nn.utils.clip_grad_norm_
+    for skip in (False, True):
+        norms[skip] = []
+
+        def spy_clip(params, max_norm, _norms=norms[skip], **kw):
+            _norms.append(real_clip(params, max_norm, **kw))
+            return _norms[-1]
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy_clip)
+        grpo.train(small_config(small_sft[0], tmp_path / str(skip), steps=2, eval_every=2,
+                                skip_zero_advantage=skip))
+    import csv
+    rows = {s: list(csv.DictReader(open(tmp_path / str(s) / "metrics.csv"))) for s in (False, True)}
+    assert float(rows[False][1]["trained_fraction"]) == 1.0  # step 1: every row without skipping
+    assert float(rows[True][1]["zero_spread_fraction"]) > 0  # some groups are all-equal, so ...
+    assert float(rows[True][1]["trained_fraction"]) < 1.0  # ... rows were skipped,
+    assert float(rows[True][2]["trained_fraction"]) == 1.0  # but not on the evaluation step
+    assert torch.allclose(norms[True][0], norms[False][0], rtol=1e-5, atol=0)
+    # the on-policy loss is ~0 (advantages average to 0), so compare it absolutely
+    assert float(rows[True][1]["loss"]) == pytest.approx(float(rows[False][1]["loss"]), abs=1e-6)
+
+
 def test_seeded_run_is_deterministic(small_sft, tmp_path):
     a = grpo.train(small_config(small_sft[0], tmp_path / "a", steps=2, eval_every=2))
     b = grpo.train(small_config(small_sft[0], tmp_path / "b", steps=2, eval_every=2))
