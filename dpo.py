@@ -66,9 +66,9 @@ class Config:
     simpo_gamma: float = 1.0  # SimPO's target reward margin gamma
     nll_weight: float = 1.0  # lambda: weight of the per-token NLL of the chosen response (RPO)
     # --- optimisation ---
-    steps: int = 400  # optimizer steps (epochs = steps * batch_size / pairs); lr schedule length
+    steps: int = 200  # optimizer steps (epochs = steps * batch_size / pairs); lr schedule length
     batch_size: int = 64  # preference pairs per optimizer step
-    lr: float = 3e-5  # AdamW peak learning rate (a prototype without NLL collapsed at 1e-4)
+    lr: float = 1e-4  # AdamW peak learning rate (a prototype without the NLL term collapsed here)
     warmup_steps: int = 20  # linear warm-up from 0 to lr, then cosine decay to lr / 10
     weight_decay: float = 0.0  # AdamW weight decay on matrices; off: it pulls away from pi_ref
     beta1: float = 0.9  # AdamW first-moment decay

@@ -14,7 +14,8 @@ advantages and value targets:
 
     delta_t = r_t + gamma V_{t+1} - V_t;    A_t = delta_t + gamma lambda A_{t+1};    R_t = A_t + V_t
 
-Then several epochs of shuffled minibatches minimise, averaged over the minibatch's tokens,
+Then `ppo_epochs` passes over the rollout in shuffled minibatches minimise, averaged over the
+minibatch's tokens,
 
     L = -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)      rho_t = pi_theta(o_t) / pi_old(o_t)
         + c_v * 1/2 max((V_t - R_t)^2, (clip(V_t, V_old_t - eps_v, V_old_t + eps_v) - R_t)^2)
@@ -32,15 +33,19 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
   with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
   networks share one backward and one AdamW, each gradient clipped on its own;
+- one pass of 2 minibatches per rollout (CleanRL's default takes 4 epochs): the second
+  minibatch is already off-policy, so the ratio and the clip still act; a second epoch cost more
+  time than it gained here (README, Performance);
 - a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr;
-- losses are token means over the minibatch; a rollout's epochs stop once KL(pi_old || pi_theta),
-  measured after an epoch over the whole rollout, exceeds `target_kl` (CleanRL's early stop).
+- losses are token means over the minibatch; with --ppo_epochs above 1, a rollout's epochs stop
+  once KL(pi_old || pi_theta), measured after an epoch over the whole rollout, exceeds `target_kl`
+  (CleanRL's early stop).
 The critic explains little of the return's variance (README): judging a sum is hardly easier than
 doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that reason.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (README: over-optimisation)
-Variants: --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
+Variants: --ppo_epochs 2, --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
 --no-whiten_advantages, --temperature. Outputs go to out/ppo/; `python ppo.py -h` lists all flags.
 """
 from __future__ import annotations
@@ -91,7 +96,7 @@ class Config:
     rm_lr: float = 1e-4  # reward-model AdamW learning rate
     # --- optimisation ---
     steps: int = 150  # rollouts (outer loop)
-    ppo_epochs: int = 2  # passes over each rollout (inner loop)
+    ppo_epochs: int = 1  # passes over each rollout (inner loop; the 2nd minibatch is off-policy)
     n_minibatches: int = 2  # minibatches per pass (must divide the rollout size)
     lr: float = 5e-5  # policy AdamW learning rate
     critic_lr: float = 1e-4  # critic AdamW learning rate (1e-3 wrecks the SFT body it starts from)
