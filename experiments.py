@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import sys
 import time
 
-from runs import UserError, atomic_write, write_json
+from runs import UserError, atomic_write, require, write_json
 from toy_model import AdditionTask
 
 EXPERIMENTS: dict = {}  # name -> (function(args) -> dict of results, one-line description)
@@ -385,38 +386,322 @@ def dpo_nll(args) -> dict:
             "nll_helps_accuracy": rpo["final_accuracy"] > pure["final_accuracy"]}
 
 
-@experiment("PPO against a learned reward model: its score vs true held-out accuracy (over-optimisation)")
-def reward_model(args) -> dict:
-    """Claim (the lecture; Gao et al. 2023, reward-model over-optimisation): a learned reward model is
-    only a proxy; optimise it hard and the policy finds what the proxy likes rather than what is
-    right, so the proxy score keeps climbing while the true reward stalls or falls."""
+# The reward_model experiment's settings and claim thresholds, fixed before the full run. pi_ref is
+# the SFT policy sampled at `temperature`: best-of-n and RL both sample at it, so that their KLs
+# to pi_ref compare. --quick shrinks every size.
+OVEROPT = dict(
+    temperature=0.7,  # of pi_ref, best-of-n and RL (at 1.0 few SFT samples are right)
+    rm_sizes=(250, 1000, 4000),  # N: gold-labelled comparisons each proxy is trained on
+    rm_prompts=7000, rm_samples=4,  # SFT samples that the comparisons are drawn from
+    rm_epochs=2, rm_batch_size=64, rm_lr=1e-5,  # at 1e-4 Adam's steps wreck the LM's arithmetic
+    bon_prompts=200, bon_samples=64,  # held-out prompts x SFT samples for best-of-n (n <= 64)
+    rl_steps=80, rl_prompts=32, rl_group=8, rl_lr=6e-5, rl_warmup=10, rl_beta=0.0,
+    eval_every=10, eval_prompts=128, eval_samples=4)  # RL: held-out prompts x samples, every N
+OVEROPT_QUICK = dict(OVEROPT, rm_sizes=(8, 16, 32), rm_prompts=96, bon_prompts=8, bon_samples=8,
+                     rl_steps=2, rl_prompts=4, rl_group=4, eval_every=1, eval_prompts=8)
+RM_ACCURACY_MIN = 0.85  # the largest proxy's held-out pair accuracy must reach this
+GOLD_RISE_MIN = 0.02  # RL: gold must first rise at least this far above its start ...
+GOLD_FALL_MIN = 0.10  # ... then end at least this far below its peak, the proxy still rising
+
+
+def sample_responses(policy, problems, k: int, temperature: float, tokenizer, max_new_tokens: int):
+    """k responses to each problem from `policy` at `temperature`, padded to max_new_tokens so that
+    batches stack: seq (N k, P + max_new_tokens), rows i k .. i k + k - 1 answering problem i;
+    response_mask (N k, max_new_tokens); gold (N k,), 1 where the verifier says right, else 0."""
+    import torch
+    import torch.nn.functional as F
+    from toy_model import encode_prompts, generate, reward_fn
+    device = next(policy.parameters()).device
+    seqs, masks, gold = [], [], []
+    for i in range(0, len(problems), 64):  # 64 prompts x k responses at a time
+        chunk = problems[i:i + 64]
+        prompt_ids = encode_prompts(tokenizer, [p.prompt for p in chunk], device)  # (n, P)
+        ids, mask = generate(policy, prompt_ids, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                             num_samples=k, temperature=temperature)  # (n k, T) each, T <= max
+        gold += [reward_fn(tokenizer.decode(row[:m]), chunk[j // k].answer)["reward"]
+                 for j, (row, m) in enumerate(zip(ids.tolist(), mask.sum(1).tolist()))]
+        pad = max_new_tokens - ids.shape[1]
+        seqs.append(torch.cat([prompt_ids.repeat_interleave(k, dim=0),
+                               F.pad(ids, (0, pad), value=tokenizer.pad_id)], dim=1))
+        masks.append(F.pad(mask, (0, pad)))
+    return torch.cat(seqs), torch.cat(masks).float(), torch.tensor(gold, device=device)
+
+
+def proxy_score(reward_model, seq, response_mask, prompt_len: int, temperature: float):
+    """The proxy r(q, o) = sum over response tokens of log p_rm(o_t | q, o_<t) at `temperature`:
+    a language model read as a reward model, each token scored where it is written. (B,)"""
+    from toy_model import get_response_log_probs
+    log_probs = get_response_log_probs(reward_model, seq[:, :-1], seq[:, 1:],
+                                       temperature=temperature)["log_probs"]  # (B, P + T - 1)
+    return (log_probs[:, prompt_len - 1:] * response_mask).sum(dim=1)
+
+
+def proxy_scores(reward_model, seq, response_mask, prompt_len: int, temperature: float):
+    """proxy_score of many sequences, 512 at a time, without gradient: (B,)."""
+    import torch
+    with torch.inference_mode():
+        return torch.cat([proxy_score(reward_model, seq[i:i + 512], response_mask[i:i + 512],
+                                      prompt_len, temperature) for i in range(0, len(seq), 512)])
+
+
+def comparison_pairs(gold, k: int) -> list[tuple[int, int]]:
+    """(chosen, rejected) rows: for each prompt's k responses, disjoint pairs of a right and a wrong
+    one (at most min(#right, #wrong) per prompt, no response used twice)."""
+    pairs = []
+    for i in range(0, len(gold), k):
+        right = [r for r in range(i, i + k) if gold[r] == 1]
+        wrong = [r for r in range(i, i + k) if gold[r] == 0]
+        pairs += list(zip(right, wrong))
+    return pairs
+
+
+def train_proxy(policy, seq, response_mask, pairs, prompt_len: int, spec: dict):
+    """A Bradley-Terry reward model: a copy of the SFT model trained for spec["rm_epochs"] passes
+    over `pairs` (rows of seq, chosen then rejected) to minimise -log sigmoid(r_chosen - r_rejected)
+    with r = proxy_score. Returns it frozen."""
+    import copy
+    import torch
     import ppo
-    rows = train_script(ppo, args, "reward_model", reward="model")
-    with open(os.path.join(args.out_dir, "reward_model", "summary.json")) as f:
-        summary = json.load(f)
-    fig, (score, acc, kl) = new_figure(3, f"PPO on a learned reward model (held-out pair accuracy "
-                                          f"{summary['reward_model_pair_accuracy']:.2f})")
-    steps, scores = column(rows, "score")
-    score.plot(steps, scores, alpha=0.3, color="C0")
-    score.plot(steps, smooth(scores), color="C0", label="reward-model score (10-step mean)")
-    steps, rollout_acc = column(rows, "accuracy")
-    acc.plot(steps, smooth(rollout_acc), color="C1", label="rollouts (10-step mean)")
-    acc.plot(*start_and(rows, args, "reward_model", "eval_accuracy"), marker=".", color="C3", label="held-out (greedy)")
-    kl.plot(*column(rows, "kl_per_token"), color="C2")
-    score.set_title("proxy: reward-model score (std units)")
-    acc.set_title("truth: accuracy (the verifier)")
-    kl.set_title("KL(pi || pi_ref) per sequence")
-    score.legend(fontsize=8)
-    acc.legend(fontsize=8)
+    from runs import lr_at
+    reward_model = copy.deepcopy(policy).train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(reward_model.parameters(), lr=spec["rm_lr"], betas=(0.9, 0.98),
+                                  weight_decay=0.0)
+    pairs = torch.tensor(pairs, device=seq.device)  # (N, 2)
+    batch = min(spec["rm_batch_size"], len(pairs))
+    order = torch.cat([torch.randperm(len(pairs), device=seq.device)
+                       for _ in range(spec["rm_epochs"])])
+    steps = len(order) // batch
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step + 1, spec["rm_lr"], min(10, steps), steps, cosine=False)
+        rows = pairs[order[step * batch:(step + 1) * batch]].flatten()  # chosen, rejected, ...
+        scores = proxy_score(reward_model, seq[rows], response_mask[rows], prompt_len,
+                             spec["temperature"])  # (2 b,)
+        loss = ppo.bradley_terry_loss(scores[0::2], scores[1::2])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reward_model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return reward_model.eval().requires_grad_(False)
+
+
+def pair_accuracy(scores, gold) -> float | None:
+    """Share of (right, wrong) response pairs of one prompt that the score orders right, ties
+    counting one half, over all prompts. scores, gold: (prompts, k). None if there is no pair."""
+    import torch
+    higher = (scores[:, :, None] > scores[:, None, :]).float()  # (G, k, k): i scores above j
+    wins = higher + 0.5 * (scores[:, :, None] == scores[:, None, :]).float()
+    is_pair = (gold[:, :, None] == 1) & (gold[:, None, :] == 0)  # i right, j wrong
+    return (wins[is_pair].mean().item() if is_pair.any() else None)
+
+
+def best_of_n(scores, n: int):
+    """Best-of-n: split each row of scores (G, K) into K // n groups of n consecutive samples and
+    pick the highest-scoring one in each group, a tie going to the first. Returns the picked
+    columns, (G, K // n)."""
+    import torch
+    G, K = scores.shape
+    assert K % n == 0, f"best_of_n: n = {n} does not divide the {K} samples"
+    picked = scores.view(G, K // n, n).argmax(dim=-1)  # argmax returns the first of equal maxima
+    return picked + torch.arange(0, K, n, device=scores.device)
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || pi_ref) = log n - (n - 1) / n, exact when no two samples tie in score
+    (a continuous score), an upper bound otherwise (Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_of(reward_model, seq, response_mask, gold, ns: list[int], prompt_len: int,
+                 temperature: float) -> tuple[dict, tuple[float, float]]:
+    """One proxy on pi_ref's samples (G prompts x K, gold (G, K)): its held-out pair accuracy and,
+    for each n, the mean gold and proxy score of the best-of-n picks. The score is normalised to
+    mean 0, std 1 on these samples; returns ({"pair_accuracy", "best_of_n"}, (mean, std))."""
+    scores = proxy_scores(reward_model, seq, response_mask, prompt_len, temperature)
+    norm = (scores.mean().item(), scores.std().item())
+    scores = ((scores - norm[0]) / norm[1]).view(gold.shape)  # (G, K)
+    accuracy = pair_accuracy(scores, gold)
+    print(f"held-out pair accuracy {accuracy:.3f}")
+    picks = {n: best_of_n(scores, n) for n in ns}
+    return {"pair_accuracy": accuracy,
+            "best_of_n": [{"n": n, "kl": best_of_n_kl(n), "gold": gold.gather(1, i).mean().item(),
+                           "proxy": scores.gather(1, i).mean().item()}
+                          for n, i in picks.items()]}, norm
+
+
+def rl_against_proxy(policy, reference, reward_model, norm, eval_prompts, task, tokenizer, rng,
+                     spec: dict) -> list[dict]:
+    """GRPO (on-policy, one AdamW step per rollout batch) whose reward is the proxy's score, with
+    the group's mean and std as baseline and scale, and a beta KL(pi || pi_ref) penalty (k3). Every
+    eval_every steps, on the held-out prompts: gold accuracy and the proxy's score (normalised by
+    `norm`, its mean and std on pi_ref's samples) of samples at the temperature, and
+    KL(pi || pi_ref) per sequence, estimated as the mean of sum_t log pi(o_t) - log pi_ref(o_t)."""
+    import copy
+    import torch
+    import grpo
+    from runs import lr_at
+    from toy_model import get_response_log_probs
+    policy = copy.deepcopy(policy).eval().requires_grad_(True)  # eval: no dropout, ratio exactly 1
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=spec["rl_lr"], betas=(0.9, 0.98),
+                                  weight_decay=0.0)
+    T, P, G = spec["temperature"], task.prompt_len, spec["rl_group"]
+
+    def log_probs(model, seq):  # log pi(o_t | q, o_<t) at the temperature, (B, T)
+        out = get_response_log_probs(model, seq[:, :-1], seq[:, 1:], temperature=T)
+        return out["log_probs"][:, P - 1:]
+
+    rows = []
+    for step in range(spec["rl_steps"] + 1):
+        if step % spec["eval_every"] == 0 or step == spec["rl_steps"]:  # measure, then train on
+            seq, mask, gold = sample_responses(policy, eval_prompts, spec["eval_samples"], T,
+                                               tokenizer, task.max_new_tokens)
+            with torch.inference_mode():
+                log_ratio = log_probs(policy, seq) - log_probs(reference, seq)  # (B, T)
+                kl = (log_ratio * mask).sum(dim=1)  # (B,): k1 summed over the sequence
+            score = (proxy_scores(reward_model, seq, mask, P, T) - norm[0]) / norm[1]
+            rows.append({"step": step, "kl": kl.mean().item(), "gold": gold.mean().item(),
+                         "proxy": score.mean().item(), "response_len": mask.sum(1).mean().item()})
+            print(f"  step {step:>3}: gold {rows[-1]['gold']:.3f}  proxy {rows[-1]['proxy']:+.3f}"
+                  f"  KL {rows[-1]['kl']:.3f}  length {rows[-1]['response_len']:.1f}", flush=True)
+        if step == spec["rl_steps"]:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step + 1, spec["rl_lr"], spec["rl_warmup"], spec["rl_steps"], False)
+        # 1. Rollout and reward: G responses to each fresh prompt, scored by the proxy alone.
+        seq, mask, _ = sample_responses(policy, task.sample(spec["rl_prompts"], rng), G, T,
+                                        tokenizer, task.max_new_tokens)  # gold unused
+        scores = proxy_scores(reward_model, seq, mask, P, T).view(-1, G)  # (prompts, G)
+        advantages = (scores - scores.mean(1, keepdim=True)) / (scores.std(1, keepdim=True) + 1e-6)
+        # 2. Update: REINFORCE with the group baseline (on-policy GRPO) plus beta KL to pi_ref.
+        with torch.inference_mode():
+            ref_log_probs = log_probs(reference, seq) if spec["rl_beta"] > 0 else None
+        grpo.grpo_microbatch_train_step(log_probs(policy, seq), mask, 1, "reinforce_with_baseline",
+                                        advantages=advantages.flatten()[:, None],
+                                        ref_log_probs=ref_log_probs, beta=spec["rl_beta"])
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return rows
+
+
+@experiment("Reward over-optimisation (Gao et al.): best-of-n and RL on proxies of N comparisons")
+def reward_model(args) -> dict:
+    """Claim (the lecture; Gao, Schulman and Hilton 2022): against a proxy reward that is
+    informative but imperfect, optimisation first raises the true ("gold") reward, then lowers it
+    while the proxy keeps rising; a proxy learnt from more comparisons peaks later or higher.
+    Gold: the verifier (answer correctness). Proxies: Bradley-Terry reward models trained on N
+    (right, wrong) pairs of the SFT policy's own samples, for three N. Each is optimised by
+    best-of-n (KL = log n - (n - 1) / n) and by GRPO on its score (KL measured along the run)."""
+    import torch
+    from runs import load_checkpoint, pick_device, set_seed
+    from toy_model import Tokenizer
+    spec = OVEROPT_QUICK if args.quick else OVEROPT
+    T = spec["temperature"]
+    rng = set_seed(0)
+    policy, ckpt = load_checkpoint(args.sft_checkpoint, device=pick_device("auto"))
+    policy.eval().requires_grad_(False)  # pi_ref, frozen; RL trains a copy
+    task, tokenizer = AdditionTask(ckpt["digits"]), Tokenizer()
+    P = task.prompt_len
+
+    # 1. Comparisons: pairs of a right and a wrong SFT sample to one training prompt.
+    seq, mask, gold = sample_responses(policy, task.sample(spec["rm_prompts"], rng),
+                                       spec["rm_samples"], T, tokenizer, task.max_new_tokens)
+    pairs = comparison_pairs(gold.tolist(), spec["rm_samples"])
+    require(len(pairs) >= max(spec["rm_sizes"]), f"only {len(pairs)} comparisons from "
+            f"{spec['rm_prompts']} prompts: too few prompts with both a right and a wrong sample")
+    print(f"{len(pairs)} comparisons from {len(gold)} SFT samples (right: {gold.mean():.3f})")
+
+    # 2. pi_ref's samples on held-out prompts: best-of-n picks among them; their pairs measure
+    # each proxy's accuracy.
+    bon_seq, bon_mask, bon_gold = sample_responses(policy, task.test[:spec["bon_prompts"]],
+                                                   spec["bon_samples"], T, tokenizer,
+                                                   task.max_new_tokens)
+    bon_gold = bon_gold.view(spec["bon_prompts"], -1)  # (prompts, K)
+    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= spec["bon_samples"]]
+    oracle = [bon_gold.gather(1, best_of_n(bon_gold, n)).mean().item() for n in ns]  # gold picks
+
+    # 3. Per proxy: train it, measure it, optimise it by best-of-n and by RL. The SFT model itself
+    # (N = 0: its own likelihood) is measured too, for reference.
+    results = {"temperature": T, "sft_sample_accuracy": bon_gold.mean().item(),
+               "comparisons_available": len(pairs), "best_of_n_kl": [best_of_n_kl(n) for n in ns],
+               "best_of_n_oracle_gold": oracle,
+               "untrained_proxy": best_of_n_of(policy, bon_seq, bon_mask, bon_gold, ns, P, T)[0],
+               "proxies": {}}
+    eval_prompts = task.test[-spec["eval_prompts"]:]  # held-out, and apart from best-of-n's
+    for N in spec["rm_sizes"]:
+        print(f"\n=== proxy trained on {N} comparisons", flush=True)
+        torch.manual_seed(N)
+        reward_model = train_proxy(policy, seq, mask, pairs[:N], P, spec)
+        measured, norm = best_of_n_of(reward_model, bon_seq, bon_mask, bon_gold, ns, P, T)
+        rl = rl_against_proxy(policy, policy, reward_model, norm, eval_prompts, task, tokenizer,
+                              rng, spec)
+        results["proxies"][str(N)] = {"comparisons": N, **measured, "rl": rl, **rl_summary(rl)}
+    plot_overoptimisation(results, args)
+    return {**results, **overoptimisation_claims(results, spec)}
+
+
+def rl_summary(rows: list[dict]) -> dict:
+    """Gold and proxy at the start, at the gold peak and at the end of an RL run, and KL there."""
+    peak = max(rows, key=lambda r: r["gold"])  # the first of equal peaks
+    return {"gold_start": rows[0]["gold"], "gold_peak": peak["gold"], "gold_end": rows[-1]["gold"],
+            "kl_at_gold_peak": peak["kl"], "step_at_gold_peak": peak["step"],
+            "proxy_start": rows[0]["proxy"], "proxy_at_gold_peak": peak["proxy"],
+            "proxy_end": rows[-1]["proxy"], "kl_end": rows[-1]["kl"]}
+
+
+def overoptimisation_claims(results: dict, spec: dict) -> dict:
+    """The claim's parts: per proxy, RL's gold rose by GOLD_RISE_MIN, then ended GOLD_FALL_MIN
+    below its peak while the proxy ended above its value at the gold peak; that holds for every
+    proxy but the largest; each larger proxy's gold peak is higher or at a larger KL than the next
+    smaller one's; and the largest proxy's pair accuracy reaches RM_ACCURACY_MIN."""
+    proxies = [results["proxies"][str(N)] for N in spec["rm_sizes"]]
+    overoptimised = {str(N): p["gold_peak"] >= p["gold_start"] + GOLD_RISE_MIN
+                     and p["gold_peak"] - p["gold_end"] >= GOLD_FALL_MIN
+                     and p["proxy_end"] > p["proxy_at_gold_peak"]
+                     for N, p in zip(spec["rm_sizes"], proxies)}
+    sizes = spec["rm_sizes"]
+    later_or_higher = {f"{a}->{b}": q["gold_peak"] > p["gold_peak"]
+                       or q["kl_at_gold_peak"] > p["kl_at_gold_peak"]
+                       for a, b, p, q in zip(sizes, sizes[1:], proxies, proxies[1:])}
+    accurate = (proxies[-1]["pair_accuracy"] or 0) >= RM_ACCURACY_MIN
+    smaller_overoptimised = all(overoptimised[str(N)] for N in spec["rm_sizes"][:-1])
+    return {"rl_overoptimised": overoptimised,
+            "larger_proxy_peaks_later_or_higher": later_or_higher,
+            "largest_proxy_accurate": accurate,
+            "claim_holds": accurate and smaller_overoptimised and all(later_or_higher.values())}
+
+
+def plot_overoptimisation(results: dict, args) -> None:
+    """Gold accuracy and proxy score against sqrt(KL(pi || pi_ref)), one colour per proxy:
+    best-of-n (with the verifier's own best-of-n for reference) and RL side by side."""
+    fig, axes = new_figure(4, f"Optimising Bradley-Terry proxies trained on N comparisons "
+                              f"(pi_ref: the SFT model at T = {results['temperature']})")
+    bon_gold, bon_proxy, rl_gold, rl_proxy = axes
+    kls = results["best_of_n_kl"]
+    bon_gold.plot([k ** 0.5 for k in kls], results["best_of_n_oracle_gold"], color="k",
+                  linestyle=":", label="the verifier picks (upper bound)")
+    untrained = results["untrained_proxy"]
+    bon_gold.plot([k ** 0.5 for k in kls], [r["gold"] for r in untrained["best_of_n"]],
+                  color="gray", linestyle="--", label=f"N = 0: the SFT model's likelihood "
+                                        f"({untrained['pair_accuracy']:.2f})")
+    for i, (N, p) in enumerate(results["proxies"].items()):
+        style = dict(color=f"C{i}", marker=".",
+                     label=f"N = {N} (pair accuracy {p['pair_accuracy']:.2f})")
+        for ax, key in ((bon_gold, "gold"), (bon_proxy, "proxy")):
+            ax.plot([r["kl"] ** 0.5 for r in p["best_of_n"]], [r[key] for r in p["best_of_n"]],
+                    **style)
+        for ax, key in ((rl_gold, "gold"), (rl_proxy, "proxy")):
+            ax.plot([max(r["kl"], 0) ** 0.5 for r in p["rl"]], [r[key] for r in p["rl"]], **style)
+    for ax, title in ((bon_gold, "best-of-n: gold (accuracy of the pick)"),
+                      (bon_proxy, "best-of-n: proxy score of the pick"),
+                      (rl_gold, "RL (GRPO on the proxy): gold, held-out samples"),
+                      (rl_proxy, "RL: proxy score, held-out samples")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("sqrt(KL(pi || pi_ref)), nats^1/2")
+    for ax in (bon_proxy, rl_proxy):
+        ax.set_ylabel("std of the proxy on pi_ref's samples")
+    bon_gold.legend(fontsize=7)
     save_figure(fig, args, "reward_model")
-    first, final = scores[:10], scores[-10:]
-    results = {"reward_model_pair_accuracy": summary["reward_model_pair_accuracy"],
-               "score_first_10": sum(first) / len(first), "score_last_10": sum(final) / len(final),
-               "start_accuracy": summary["start_accuracy"], "final_accuracy": summary["final_accuracy"],
-               "best_accuracy": max(column(rows, "eval_accuracy")[1] + [summary["start_accuracy"]]),
-               "rollout_accuracy_last_10": last(rows, "accuracy", 10), "final_kl": last(rows, "kl_per_token")}
-    return {**results, "claim_holds": results["score_last_10"] > results["score_first_10"]
-            and results["final_accuracy"] < results["start_accuracy"]}
 
 
 def auroc(positive: list[float], negative: list[float]) -> float | None:
