@@ -33,19 +33,20 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
   with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
   networks share one backward and one AdamW, each gradient clipped on its own;
-- one pass of 2 minibatches per rollout (CleanRL's default takes 4 epochs): the second
-  minibatch is already off-policy, so the ratio and the clip still act; a second epoch cost more
-  time than it gained here (README, Performance);
+- 2 epochs of one minibatch (the whole rollout) per rollout, so 2 optimizer steps: the first is
+  on-policy, the second off-policy, where the ratio and the clip act (TRL takes 4 epochs of one
+  minibatch, CleanRL 4 of 4); 2 epochs of 2 minibatches cost more time for less (README,
+  Performance);
 - a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr;
-- losses are token means over the minibatch; with --ppo_epochs above 1, a rollout's epochs stop
-  once KL(pi_old || pi_theta), measured after an epoch over the whole rollout, exceeds `target_kl`
-  (CleanRL's early stop).
+- losses are token means over the minibatch; a rollout's epochs stop once KL(pi_old ||
+  pi_theta), measured after an epoch over the whole rollout, exceeds `target_kl` (CleanRL's early
+  stop).
 The critic explains little of the return's variance (README): judging a sum is hardly easier than
 doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that reason.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (README: over-optimisation)
-Variants: --ppo_epochs 2, --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
+Variants: --ppo_epochs, --n_minibatches, --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
 --no-whiten_advantages, --temperature. Outputs go to out/ppo/; `python ppo.py -h` lists all flags.
 """
 from __future__ import annotations
@@ -96,8 +97,8 @@ class Config:
     rm_lr: float = 1e-4  # reward-model AdamW learning rate
     # --- optimisation ---
     steps: int = 150  # rollouts (outer loop)
-    ppo_epochs: int = 1  # passes over each rollout (inner loop; the 2nd minibatch is off-policy)
-    n_minibatches: int = 2  # minibatches per pass (must divide the rollout size)
+    ppo_epochs: int = 2  # passes over each rollout (inner loop; the 1st minibatch is on-policy)
+    n_minibatches: int = 1  # minibatches per pass (must divide the rollout size)
     lr: float = 5e-5  # policy AdamW learning rate
     critic_lr: float = 1e-4  # critic AdamW learning rate (1e-3 wrecks the SFT body it starts from)
     warmup_steps: int = 10  # linear warm-up of both learning rates over the first N rollouts

@@ -243,9 +243,9 @@ def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, t
 
 
 def test_learning(default_sft, tmp_path):
-    """60 steps of the default PPO (rule-based score) from the default SFT model raise held-out
+    """40 steps of the default PPO (rule-based score) from the default SFT model raise held-out
     greedy accuracy, and the critic explains some of the return's variance."""
-    summary = ppo.train(ppo.Config(sft_checkpoint=default_sft[0], steps=60, eval_every=1000,
+    summary = ppo.train(ppo.Config(sft_checkpoint=default_sft[0], steps=40, eval_every=1000,
                                    samples_every=1000, device="cpu", out_dir=str(tmp_path)))
     assert summary["start_accuracy"] == default_sft[1]["final_accuracy"]
     assert summary["final_accuracy"] >= summary["start_accuracy"] + 0.08, summary
