@@ -110,7 +110,10 @@ def test_ctrl_c_exits_130_after_saving(tmp_path):
                              "--n_layer", "1", "--d_model", "32", "--steps", "100000",
                              "--log_every", "1", "--eval_every", "100000", "--n_test", "20",
                              "--device", "cpu", "--out_dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            # a shell's background job ignores SIGINT, so Python installs no
+                            # KeyboardInterrupt handler: give the child a terminal's default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if line.split("/")[0].split() == ["step", "2"]:  # "step      2/100000 | ..."
             break
