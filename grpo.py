@@ -293,32 +293,28 @@ def train(cfg: Config) -> dict:
             kept = torch.arange(len(responses), device=device)  # rows to train on
             if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
                 kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
-            # With beta 0 a row with A = 0 has loss 0 whatever theta is: no gradient, so skipping
-            # its forward and backward changes nothing (on evaluation steps every row is trained,
-            # so that entropy and KL are measured over the whole batch).
+            # With beta 0 a row with A = 0 has loss 0 whatever theta is: skip its forward and
+            # backward (not on eval steps, so that entropy and KL cover the whole batch).
             skip_zero = (cfg.skip_zero_advantage and cfg.beta == 0 and not is_eval
                          and cfg.loss_type != "no_baseline")
 
             # 4. Update: epochs over the rollout batch, an optimizer step per train batch.
             stats = runs.UpdateStats()  # entropy, KL, clip fraction... for the log
-            trained_rows = 0  # forward and backward passes, for the log
             for epoch in range(cfg.epochs_per_rollout_batch):
                 order = kept[torch.randperm(len(kept), device=device)]  # rows keep their advantage
                 for b in range(0, len(order), cfg.train_batch_size):
                     batch_rows = order[b:b + cfg.train_batch_size]
-                    batch_tokens = response_mask[batch_rows].sum()  # DAPO's token mean: whole batch
-                    batch_size = len(batch_rows)  # the divisor, with or without the skipped rows
+                    # divisors: the whole batch, skipped rows too, so micro-batches add up to its
+                    # mean (gradient_accumulation_steps micro-batches unless rows were left out)
+                    batch_size, batch_tokens = len(batch_rows), response_mask[batch_rows].sum()
                     if skip_zero:
                         batch_rows = batch_rows[advantages[batch_rows] != 0]
-                    trained_rows += len(batch_rows)
                     for m in range(0, len(batch_rows), micro_size):
                         rows = batch_rows[m:m + micro_size]
                         out = get_response_log_probs(policy, input_ids[rows], labels[rows],
                                                      return_token_entropy=True,
                                                      temperature=cfg.temperature)
                         log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
-                        # batch_size / len(rows) is gradient_accumulation_steps unless groups
-                        # were dropped: either way the micro-batches add up to the batch's mean.
                         loss, meta = grpo_microbatch_train_step(
                             log_probs, response_mask[rows], batch_size / len(rows),
                             cfg.loss_type, raw_rewards=rewards[rows, None],
@@ -345,7 +341,8 @@ def train(cfg: Config) -> dict:
                    "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
                    "direct_rate": sum(r.startswith("<think></think>") for r in responses)
                    / len(responses),
-                   "trained_fraction": trained_rows / len(responses) / cfg.epochs_per_rollout_batch,
+                   "trained_fraction": ((advantages[kept] != 0).sum().item() if skip_zero
+                                        else len(kept)) / len(responses),
                    **stats.row(measured_kl=ref_log_probs is not None),
                    "response_len": lengths.float().mean().item(),
                    "response_len_correct": runs.mean_or_none(lengths[correct]),

@@ -14,8 +14,7 @@ advantages and value targets:
 
     delta_t = r_t + gamma V_{t+1} - V_t;    A_t = delta_t + gamma lambda A_{t+1};    R_t = A_t + V_t
 
-Then `ppo_epochs` passes over the rollout in shuffled minibatches minimise, averaged over the
-minibatch's tokens,
+Then `ppo_epochs` passes of shuffled minibatches minimise, averaged over a minibatch's tokens,
 
     L = -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)      rho_t = pi_theta(o_t) / pi_old(o_t)
         + c_v * 1/2 max((V_t - R_t)^2, (clip(V_t, V_old_t - eps_v, V_old_t + eps_v) - R_t)^2)
@@ -25,29 +24,24 @@ with A_t whitened over the rollout's valid tokens (after the value targets were 
 
 Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et al. (2019) and
 "The N implementation details of RLHF with PPO" (Huang et al. 2024):
-- the score is the rule-based verifier; `--reward model` first trains a Bradley-Terry reward
-  model (SFT weights plus a scalar head, on correct-vs-incorrect pairs of the SFT model's own
-  samples) and normalises its score to mean 0, std 1 on those samples, as Ziegler et al. do;
-- rollouts at temperature 0.5 (at 1 too few samples are right to learn from); a fixed KL
-  coefficient (no adaptive controller); no pretraining-mix (PPO-ptx) term;
+- the score is the verifier; `--reward model` first trains a Bradley-Terry reward model (SFT body
+  + scalar head, on right-vs-wrong pairs of SFT samples), its score normalised as Ziegler et al.;
+- rollouts at temperature 0.5 (at 1 too few are right); a fixed KL coefficient; no PPO-ptx;
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
   with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
   networks share one backward and one AdamW, each gradient clipped on its own;
-- 2 epochs of one minibatch (the whole rollout) per rollout, so 2 optimizer steps: the first is
-  on-policy, the second off-policy, where the ratio and the clip act (TRL takes 4 epochs of one
-  minibatch, CleanRL 4 of 4); 2 epochs of 2 minibatches cost more time for less (README,
-  Performance);
-- a linear learning-rate warm-up: a fresh Adam's first steps move every weight by ~lr;
-- losses are token means over the minibatch; a rollout's epochs stop once KL(pi_old ||
-  pi_theta), measured after an epoch over the whole rollout, exceeds `target_kl` (CleanRL's early
-  stop).
+- 2 epochs of one whole-rollout minibatch: the first step on-policy, the second off-policy,
+  where ratio and clip act (TRL: 4 epochs of 1, CleanRL: 4 of 4; README, Performance);
+- a linear lr warm-up (a fresh Adam's first steps move every weight by ~lr); token-mean losses;
+  a rollout's epochs stop once KL(pi_old || pi_theta) after an epoch exceeds `target_kl`.
 The critic explains little of the return's variance (README): judging a sum is hardly easier than
 doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that reason.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (README: over-optimisation)
-Variants: --ppo_epochs, --n_minibatches, --reward, --kl_estimator, --beta, --lam, --gamma, --target_kl, --ent_coef,
---no-whiten_advantages, --temperature. Outputs go to out/ppo/; `python ppo.py -h` lists all flags.
+Variants: --ppo_epochs, --n_minibatches, --reward, --kl_estimator, --beta, --lam, --gamma,
+--target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to out/ppo/;
+`python ppo.py -h` lists all flags.
 """
 from __future__ import annotations
 
