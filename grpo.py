@@ -331,7 +331,8 @@ def train(cfg: Config) -> dict:
                     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
                                                                cfg.max_grad_norm)
                     optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    # zeros, not None: an all-skipped batch still takes AdamW's step, as unskipped
+                    optimizer.zero_grad(set_to_none=False)
                     stats.optimizer_step(grad_norm.item())
 
             # 5. Log: rollout rewards, update statistics, held-out accuracy every eval_every steps.
