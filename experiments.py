@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 
-from runs import UserError, atomic_write, require, write_json
+from runs import UserError, atomic_write, finish_figure, require, write_json
 from toy_model import AdditionTask
 
 EXPERIMENTS: dict = {}  # name -> (function(args) -> dict of results, one-line description)
@@ -90,22 +90,29 @@ def column(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 def save_figure(fig, args, name: str) -> str:
     import matplotlib.pyplot as plt
     path = os.path.join(args.docs_dir, f"exp_{name}.png")
+    finish_figure(fig)  # legends under their panels; the command, code and machine at the foot
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
     print(f"wrote {path}")
     return path
 
 
-def new_figure(ncols: int, title: str):
+def new_figure(n_panels: int, title: str):
+    """A figure of n_panels, at most 3 a row (readable at the README's width)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False, layout="constrained")
+    cols = 2 if n_panels == 4 else min(3, n_panels)
+    rows = -(-n_panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False,
+                             layout="constrained")
     fig.suptitle(title, fontsize=10)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.set_xlabel("step")
-    return fig, list(axes.flat)
+    for ax in list(axes.flat)[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n_panels]
 
 
 # ----------------------------------------------------------------------------- the experiments
@@ -691,7 +698,10 @@ def plot_overoptimisation(results: dict, args) -> None:
             ax.plot([r["kl"] ** 0.5 for r in p["best_of_n"]], [r[key] for r in p["best_of_n"]],
                     **style)
         for ax, key in ((rl_gold, "gold"), (rl_proxy, "proxy")):
-            ax.plot([max(r["kl"], 0) ** 0.5 for r in p["rl"]], [r[key] for r in p["rl"]], **style)
+            xs, ys = [max(r["kl"], 0) ** 0.5 for r in p["rl"]], [r[key] for r in p["rl"]]
+            ax.plot(xs, ys, **style)
+            ax.plot(xs[:1], ys[:1], "o", mfc="none", color=style["color"])  # start
+            ax.plot(xs[-1:], ys[-1:], "s", color=style["color"])  # end
     for ax, title in ((bon_gold, "best-of-n: gold (accuracy of the pick)"),
                       (bon_proxy, "best-of-n: proxy score of the pick"),
                       (rl_gold, "RL (GRPO on the proxy): gold, held-out samples"),
@@ -701,6 +711,9 @@ def plot_overoptimisation(results: dict, args) -> None:
     for ax in (bon_proxy, rl_proxy):
         ax.set_ylabel("std of the proxy on pi_ref's samples")
     bon_gold.legend(fontsize=7)
+    rl_gold.plot([], [], "o", mfc="none", color="k", label="start of an RL run")
+    rl_gold.plot([], [], "s", color="k", label="end")
+    rl_gold.legend(fontsize=7)
     save_figure(fig, args, "reward_model")
 
 
@@ -947,11 +960,16 @@ def pass_at_k_of(checkpoint: str, args) -> dict:
     return result
 
 
+# The same model keeps the same colour in every panel of a figure.
+MODEL_COLORS = {"SFT": "tab:gray", "expert iteration": "tab:blue", "GRPO": "tab:orange"}
+
+
 def plot_pass_at_k(ax, curves: dict[str, dict]) -> None:
     """pass@k against k (log scale), one line per model."""
     for label, result in curves.items():
         ks = [int(k[5:]) for k in result if k.startswith("pass@")]
-        ax.plot(ks, [result[f"pass@{k}"] for k in ks], marker=".", label=label)
+        ax.plot(ks, [result[f"pass@{k}"] for k in ks], marker=".", label=label,
+                color=MODEL_COLORS.get(label))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples at temperature 1)")
     ax.set_ylim(0, 1.02)
@@ -997,11 +1015,11 @@ def ei_vs_grpo(args) -> dict:
         evals = [r for r in rows if r.get("eval_accuracy") is not None]
         start = summary["start_accuracy"]
         per_sample.plot([0] + [r["sampled_responses"] for r in evals], [start] + [r["eval_accuracy"] for r in evals],
-                        marker=".", label=label)
+                        marker=".", label=label, color=MODEL_COLORS[label])
         scale = cpu[name] / rows[-1]["seconds"]  # wall seconds -> CPU seconds, as a run-wide ratio
         per_second.plot([0] + [r["seconds"] * scale for r in evals], [start] + [r["eval_accuracy"] for r in evals],
-                        marker=".", label=label)
-        entropy.plot([r["sampled_responses"] for r in rows], [r["entropy"] for r in rows], label=label)
+                        marker=".", label=label, color=MODEL_COLORS[label])
+        entropy.plot([r["sampled_responses"] for r in rows], [r["entropy"] for r in rows], label=label, color=MODEL_COLORS[label])
         results[name] = {"start_accuracy": start, "final_accuracy": summary["final_accuracy"],
                          "wall_seconds": summary["wall_seconds"], "cpu_seconds": round(cpu[name], 1),
                          "sampled_responses": rows[-1]["sampled_responses"],

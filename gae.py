@@ -38,6 +38,11 @@ import argparse
 import os
 import sys
 
+if sys.version_info < (3, 10):  # `X | None` types are evaluated at run time
+    sys.stderr.write("error: Python 3.10 or newer is needed (this is %d.%d)\n" % sys.version_info[:2])
+    raise SystemExit(2)
+
+
 import numpy as np
 import torch
 

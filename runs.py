@@ -6,6 +6,7 @@ checkpoints, the metric log with its CSV and plots, the console line and the end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import inspect
@@ -16,6 +17,7 @@ import random
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -127,6 +129,40 @@ def pick_device(name: str) -> torch.device:
     require(name in ("cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps, not {name!r}")
     require(name != "cuda" or torch.cuda.is_available(), "--device cuda: no CUDA device found")
     return torch.device(name)
+
+
+def machine_description() -> str:
+    """The machine by what it is, for results and figures: cores, CPU family, vector width, torch
+    (for example "2-core AMD EPYC, AVX-512, torch 2.13.0 CPU"); a GPU by its own name."""
+    import platform
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    name, flags = platform.processor() or platform.machine(), ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        found = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        name = found.group(1) if found else name
+        flags = (re.search(r"^flags\s*:\s*(.+)$", info, re.M) or [None, ""])[1].split()
+    words = re.sub(r"\((R|TM|tm)\)|\bCPU\b|@.*|\bProcessor\b|\d+-Core", " ", name).split()
+    name = " ".join(w for w in words if not any(c.isdigit() for c in w))  # no model numbers
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    parts = [f"{os.cpu_count()}-core {name}", vector, f"torch {torch.__version__.split('+')[0]} CPU"]
+    return ", ".join(p for p in parts if p)
+
+
+def provenance() -> str:
+    """One line for the foot of a figure: the command that drew it, the code and the machine."""
+    command = " ".join(["python", os.path.basename(sys.argv[0])] + sys.argv[1:])
+    code = "unknown code"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        here = os.path.dirname(os.path.abspath(__file__))
+        git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
+                                        timeout=5).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        if head:
+            code = f"code {head}" + ("+changes" if git("status", "--porcelain", "--", "*.py") else "")
+    return f"{command}  |  {code}  |  {machine_description()}"
 
 
 def peak_rss_mib() -> float:
@@ -272,23 +308,33 @@ class MetricLog:
         import matplotlib.pyplot as plt
         cols = min(3, len(panels))
         n_rows = (len(panels) + cols - 1) // cols
-        fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.0 * n_rows), squeeze=False)
+        fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.3 * n_rows), squeeze=False,
+                                 layout="constrained")
         for ax, (name, keys) in zip(axes.flat, panels):
             for key in keys:
                 pts = [(r["step"], r[key]) for r in self.rows if r.get(key) is not None]
                 if pts:
                     ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
-            ax.set_title(name, fontsize=10)
+            ax.set_title(textwrap.fill(name, 48), fontsize=9)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-            if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.suptitle(title, fontsize=11)
-        fig.tight_layout()
+        finish_figure(fig)
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
         plt.close(fig)
+
+
+def finish_figure(fig) -> None:
+    """What every figure gets: each legend moved under its panel (off the data) and, at the foot,
+    the command, code and machine that drew it."""
+    for ax in fig.axes:
+        if ax.get_legend() is not None or len(ax.get_legend_handles_labels()[0]) > 1:
+            handles, labels = ax.get_legend_handles_labels()
+            ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                      ncol=2, frameon=False)
+    fig.supxlabel(provenance(), fontsize=6, color="gray")
 
 
 def format_value(v) -> str:
@@ -361,6 +407,7 @@ class RunLog(MetricLog):
                    "interrupted": self.was_interrupted,
                    "interrupted_at_step": steps if self.was_interrupted else None,
                    "device": str(next(model.parameters()).device),
+                   "machine": machine_description(),
                    "config": dataclasses.asdict(cfg)}
         log_generations(samples, title="final held-out samples (greedy)")
         save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), model, cfg.digits,

@@ -15,6 +15,12 @@ digits so the carry is always visible.
 """
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 10):  # `X | None` types are evaluated at run time
+    sys.stderr.write("error: Python 3.10 or newer is needed (this is %d.%d)\n" % sys.version_info[:2])
+    raise SystemExit(2)
+
 import math
 import re
 from dataclasses import dataclass
