@@ -62,6 +62,7 @@ class Config:
     quick: bool = False  # 2 repeats, 1 warm-up, 4 prompts x 4, smaller matmul, tiny script runs: for the tests
     device: str = "cpu"  # cpu, cuda or mps (auto is not offered: a benchmark names its device)
     out: str = "out/bench/bench.json"  # where the JSON goes
+    sft_checkpoint: str = "out/sft/model.pt"  # the scripts' starting model (trained if missing)
 
     def __post_init__(self):
         require(min(self.prompts, self.group_size, self.new_tokens, self.threads) >= 1,
@@ -131,14 +132,14 @@ class Timer:
         return _Phase()
 
 
-def script_runs(quick: bool, device: str) -> dict:
+def script_runs(quick: bool, device: str, sft_checkpoint: str) -> dict:
     """A tenth of each default run (quick: a few steps), as functions of an output folder."""
     import dpo, grpo, ppo
     tenth = dict(grpo=dict(steps=48), ppo=dict(steps=15), dpo=dict(steps=20, n_prompts=205))
     if quick:
         tenth = dict(grpo=dict(steps=2, rollout_batch_size=16, train_batch_size=16, gradient_accumulation_steps=1),
                      ppo=dict(steps=2, prompts_per_step=8), dpo=dict(steps=2, n_prompts=64, batch_size=8))
-    common = dict(n_test=32 if quick else 500, device=device)
+    common = dict(n_test=32 if quick else 500, device=device, sft_checkpoint=sft_checkpoint)
     return {"grpo.py": lambda out: grpo.train(grpo.Config(**tenth["grpo"], **common, out_dir=out)),
             "ppo.py": lambda out: ppo.train(ppo.Config(**tenth["ppo"], **common, out_dir=out)),
             "dpo.py": lambda out: dpo.train(dpo.Config(**tenth["dpo"], **common, out_dir=out))}
@@ -358,7 +359,7 @@ def main(cfg: Config):
     # 6. Where the scripts' own runs spend their time: a tenth of each default run (same code,
     #    same per-step work), with every model forward, backward and optimiser step timed.
     results["scripts"] = {}
-    for name, run in script_runs(cfg.quick, cfg.device).items():
+    for name, run in script_runs(cfg.quick, cfg.device, cfg.sft_checkpoint).items():
         with tempfile.TemporaryDirectory() as out_dir:
             seconds = model_seconds(lambda: run(out_dir), device, n_flop_params)
         flops = seconds.pop("flops")

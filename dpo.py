@@ -82,6 +82,7 @@ class Config:
     samples_every: int = 200  # print a few held-out completions every N steps
     out_dir: str = "out/dpo"  # metrics.csv, curves.png, model.pt, summary.json go here
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
+    resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
         checks.check_dpo(self)  # every bad value exits 2 with one line
@@ -261,13 +262,17 @@ def train(cfg: Config) -> dict:
     start_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
     start_pref = preference_accuracy(policy, test_data, test_ref_logps, cfg)
     log.start({**start_metrics, "preference_accuracy": start_pref}, samples)
-    step = 0
+    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
+    step, per_epoch = state.restore() - 1, n_pairs // cfg.batch_size  # --resume: the last eval
     try:
         while step < cfg.steps:  # outer loop: one pass (epoch) over the fixed preference set
-            order = torch.from_numpy(rng.permutation(n_pairs)).to(device)
+            if step % per_epoch == 0:  # else a resumed run goes on with its epoch's saved order
+                state.extra["order"] = torch.from_numpy(rng.permutation(n_pairs))
+            order = state.extra["order"].to(device)
             # Inner loop: minibatches; the last partial one of each epoch is dropped, so that
             # every step sees batch_size pairs (the next epoch's shuffle puts those pairs back).
-            for i in range(0, n_pairs - cfg.batch_size + 1, cfg.batch_size):
+            for i in range(step % per_epoch * cfg.batch_size, n_pairs - cfg.batch_size + 1,
+                           cfg.batch_size):
                 step += 1
                 lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
                 for group in optimizer.param_groups:

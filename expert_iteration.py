@@ -75,6 +75,7 @@ class Config:
     samples_every: int = 2  # print a few filtered responses every N EI steps
     out_dir: str = "out/expert_iteration"  # metrics.csv, curves.png, model.pt, summary.json
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
+    resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
         checks.check_expert_iteration(self)  # every bad value exits 2 with one line
@@ -127,9 +128,11 @@ def train(cfg: Config) -> dict:
                            f"questions x {G} responses, {cfg.sft_epochs} SFT epochs",
                       total_steps=cfg.n_ei_steps)
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
-    opt_step, sampled = 0, 0
+    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
+    first = state.restore()  # 1, or with --resume the step after the last evaluation
+    opt_step, sampled = (log.rows[-1].get(k, 0) for k in ("optimizer_steps", "sampled_responses"))
     try:
-        for step in range(1, cfg.n_ei_steps + 1):
+        for step in range(first, cfg.n_ei_steps + 1):
             # 1. Rollout: G responses to each of D_b fresh questions.
             problems = task.sample(n_questions, rng)
             prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (D_b, P)

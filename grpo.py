@@ -27,10 +27,8 @@ Departures from the papers:
     --length_normalization constant` (sum over tokens divided by max_new_tokens).
   - DAPO: `--cliprange_high 0.28`, `--length_normalization token_mean` (over the whole batch), and
     dynamic sampling simplified to `--drop_equal_reward_groups` (no resampling).
-  - Sampling at temperature 0.3: at 0.5 or 0.7 greedy accuracy first falls for many steps before
-    it rises (at 1.0 a group rarely holds a right answer); a warm-up and a low peak lr (6e-5,
-    cosine to 6e-6): at 1e-4 greedy accuracy drops steeply before it recovers (README,
-    Performance).
+  - Sampling at temperature 0.3, a warm-up and a low peak lr (6e-5, cosine to 6e-6): hotter
+    sampling or a higher lr makes greedy accuracy fall for many steps first (docs/grpo.md).
   - A row whose advantage is exactly 0 (its group's rewards are all equal) adds nothing to the
     gradient when beta is 0, so it gets no forward or backward pass; the loss is still divided by
     the whole batch, so the update is the same (`--no-skip_zero_advantage` trains every row).
@@ -110,6 +108,7 @@ class Config:
     samples_every: int = 50  # print one group of sampled responses with rewards every N steps
     out_dir: str = "out/grpo"  # metrics.csv, curves.png, model.pt, summary.json go here
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
+    resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
         checks.check_grpo(self)  # every bad value exits 2 with one line
@@ -254,8 +253,9 @@ def train(cfg: Config) -> dict:
     log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {n_prompts} prompts x {G} | "
                            f"kl_per_token = KL(pi || pi_ref){' on eval steps' * (cfg.beta == 0)}")
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
+    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
             lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule == "cosine")
             for group in optimizer.param_groups:
                 group["lr"] = lr

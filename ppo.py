@@ -31,14 +31,14 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
   with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
   networks share one backward and one AdamW, each gradient clipped on its own;
 - 2 epochs of one whole-rollout minibatch: the first step on-policy, the second off-policy,
-  where ratio and clip act (TRL: 4 epochs of 1, CleanRL: 4 of 4; README, Performance);
+  where ratio and clip act (TRL: 4 epochs of 1, CleanRL: 4 of 4; docs/ppo.md);
 - a linear lr warm-up (a fresh Adam's first steps move every weight by ~lr); token-mean losses;
   a rollout's epochs stop once KL(pi_old || pi_theta) after an epoch exceeds `target_kl`.
-The critic explains little of the return's variance (README): judging a sum is hardly easier than
-doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that reason.
+The critic explains little of the return's variance (docs/ppo.md): judging a sum is hardly
+easier than doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
-       python ppo.py --reward model    against a learned reward model (README: over-optimisation)
+       python ppo.py --reward model    against a learned reward model (docs/ppo.md)
 Variants: --ppo_epochs, --n_minibatches, --reward, --kl_estimator, --beta, --lam, --gamma,
 --target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to out/ppo/;
 `python ppo.py -h` lists all flags.
@@ -107,6 +107,7 @@ class Config:
     samples_every: int = 25  # print a few rollout completions with their rewards every N steps
     out_dir: str = "out/ppo"  # metrics.csv, curves.png, model.pt, summary.json go here
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
+    resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
         checks.check_ppo(self)  # every bad value exits 2 with one line
@@ -262,8 +263,9 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                            f"{cfg.n_minibatches} minibatches | score: {cfg.reward} | "
                            f"kl_per_token: KL(pi_old || pi_ref)", t0)
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
+    state = runs.Resumable(cfg, log, rng, policy=policy, critic=critic, optimizer=optimizer)
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
             lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cosine=False)
             for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
                 # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.

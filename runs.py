@@ -107,13 +107,24 @@ def run_script(main, config_cls, doc: str) -> None:
     exit code 2; an interrupted run (Ctrl-C, after saving) exits 130, as the shell expects."""
     prog = os.path.basename(sys.argv[0])
     cfg = parse_config(config_cls, description=short_description(doc, prog))
+    signal.signal(signal.SIGTERM, _stop)  # a `kill`, `timeout` or preemption: as Ctrl-C
     try:
         summary = main(cfg)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     if isinstance(summary, dict) and summary.get("interrupted"):
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(128 + _stopped_by[0])  # 130 after Ctrl-C, 143 after SIGTERM
+
+
+_stopped_by = [signal.SIGINT]
+
+
+def _stop(signum, frame):
+    """SIGTERM: stop the run as Ctrl-C does (evaluate, save, exit), ignoring a second signal."""
+    _stopped_by[0] = signum
+    signal.signal(signum, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +258,8 @@ def setup(cfg):
     """The start of every run: check the output folder and the device, make the SFT checkpoint if
     it is the missing default (before seeding: a run's numbers must not depend on whether it was
     made in this process), seed, and build the task and the tokenizer."""
-    check_out_dir(cfg.out_dir, cfg.overwrite)
+    require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other")
+    check_out_dir(cfg.out_dir, cfg.overwrite or cfg.resume)
     device = pick_device(cfg.device)
     if hasattr(cfg, "sft_checkpoint"):
         train_sft_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
@@ -355,6 +367,7 @@ class RunLog(MetricLog):
         super().__init__()
         self.cfg, self.t0, self.was_interrupted = cfg, t0 or time.time(), False
         self.total = total_steps or cfg.steps
+        self.resumable: Resumable | None = None  # saved at every evaluation, if set
         print(header)
 
     def start(self, eval_metrics: dict, samples: list[dict]) -> list[dict]:
@@ -372,6 +385,8 @@ class RunLog(MetricLog):
             row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
         row["seconds"] = time.time() - self.t_start
         self.append(row)
+        if eval_metrics is not None and self.resumable is not None:
+            self.resumable.save(row["step"])
         step, total = row["step"], self.total
         if step % self.cfg.log_every == 0 or eval_metrics is not None or step == total:
             names = shown + (["eval_accuracy", "eval_format_rate"] if eval_metrics else [])
@@ -420,6 +435,71 @@ class RunLog(MetricLog):
               f"{summary['start_accuracy']:.3f} -> {summary['final_accuracy']:.3f}, format "
               f"{self.eval_metrics['format_rate']:.3f}; wrote {cfg.out_dir}/")
         return summary
+
+
+class Resumable:
+    """What a run needs to go on after a stop (--resume): the modules and optimizers given as
+    keywords, the step, every random generator, the metric rows so far and any `extra` values.
+    Saved atomically to out_dir/state.pt at each evaluation, so that a run killed by anything,
+    even SIGKILL, loses at most the steps since its last evaluation."""
+
+    def __init__(self, cfg, log: RunLog, rng: np.random.Generator, **parts):
+        self.cfg, self.log, self.rng, self.parts = cfg, log, rng, parts
+        self.path = os.path.join(cfg.out_dir, "state.pt")
+        self.extra: dict = {}  # a script's own values to keep (saved as they are at each save)
+        log.resumable = self
+
+    def save(self, step: int) -> None:
+        state = {"step": step, "config": dataclasses.asdict(self.cfg), "extra": self.extra,
+                 "parts": {name: part.state_dict() for name, part in self.parts.items()},
+                 # which parameters hold a gradient (zeros after zero_grad(set_to_none=False)):
+                 # an optimizer steps only those, so a resumed run must hold the same ones
+                 "has_grad": {name: [p.grad is not None for p in part.parameters()]
+                              for name, part in self.parts.items()
+                              if isinstance(part, torch.nn.Module)},
+                 "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
+                         "torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                         else None},
+                 "rows": self.log.rows, "eval_metrics": self.log.eval_metrics,
+                 "seconds": time.time() - self.log.t_start, "wall": time.time() - self.log.t0}
+        atomic_write(self.path, lambda f: torch.save(state, f))
+        self.log.write_csv(os.path.join(self.cfg.out_dir, "metrics.csv"))
+
+    def restore(self) -> int:
+        """The first step to run: 1, or with --resume the step after the last saved evaluation,
+        everything put back as it was then (the run goes on to the same numbers)."""
+        if not self.cfg.resume:
+            return 1
+        require(os.path.exists(self.path), f"--resume: {self.path} not found (a run saves it at "
+                                           f"its first evaluation)")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise UserError(f"--resume: {self.path} is corrupt ({type(e).__name__})") from None
+        ignored = ("resume", "overwrite", "device")
+        changed = [k for k, v in dataclasses.asdict(self.cfg).items()
+                   if k not in ignored and state["config"].get(k) != v]
+        require(not changed, f"--resume: {self.path} was saved by a run with other flags: "
+                             f"{', '.join('--' + k for k in changed)}")
+        require(state["step"] < self.log.total, f"--resume: the run in {self.cfg.out_dir} "
+                                                f"already finished ({state['step']} steps)")
+        for name, part in self.parts.items():
+            part.load_state_dict(state["parts"][name])
+        for name, flags in state["has_grad"].items():
+            for p, had_grad in zip(self.parts[name].parameters(), flags):
+                p.grad = torch.zeros_like(p) if had_grad else None
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.log.rows, self.log.eval_metrics = state["rows"], state["eval_metrics"]
+        self.log.t_start, self.log.t0 = (time.time() - state["seconds"],
+                                         time.time() - state["wall"])
+        self.extra = state["extra"]
+        print(f"resuming at step {state['step'] + 1} from {self.path}")
+        return state["step"] + 1
 
 
 class UpdateStats:

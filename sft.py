@@ -69,6 +69,7 @@ class Config:
     samples_every: int = 100  # print a few held-out completions every N steps
     out_dir: str = "out/sft"  # metrics.csv, curves.png, model.pt, summary.json go here
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
+    resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
         checks.check_sft(self)  # every bad value exits 2 with one line
@@ -119,8 +120,9 @@ def train(cfg: Config) -> dict:
     log = runs.RunLog(cfg, f"SFT on {cfg.digits}-digit addition | {n_params:,} parameters | "
                            f"{device} | {cfg.steps} steps x {cfg.batch_size} demonstrations")
     samples = log.start(*evaluate(model, tokenizer, task.test, task.max_new_tokens))
+    state = runs.Resumable(cfg, log, rng, model=model, optimizer=optimizer)  # saved at each eval
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
             lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr

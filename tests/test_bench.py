@@ -16,9 +16,10 @@ KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation
         ("grpo_run", "flops"), ("grpo_run", "s_at_peak"), ("grpo_run", "s_estimated")]
 
 
-def test_quick_bench_writes_every_field(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--out", str(out)], cwd=ROOT,
+def test_quick_bench_writes_every_field(default_sft, tmp_path):
+    out = tmp_path / "bench.json"  # the scripts start from the suite's SFT model (none is trained)
+    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--out", str(out),
+                           "--sft_checkpoint", default_sft[0]], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())

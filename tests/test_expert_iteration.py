@@ -128,7 +128,7 @@ def test_cli_smoke_writes_all_outputs(small_sft, tmp_path):
                 "--questions_per_step", "8", "--group_size", "4", "--batch_size", "8", "--device", "cpu",
                 "--out_dir", str(out))
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(out)) == ["curves.png", "metrics.csv", "model.pt", "summary.json"]
+    assert sorted(os.listdir(out)) == ["curves.png", "metrics.csv", "model.pt", "state.pt", "summary.json"]
     summary = json.load(open(out / "summary.json"))
     assert {"start_accuracy", "final_accuracy", "steps", "wall_seconds"} <= set(summary)
     assert summary["steps"] == 1 and summary["sampled_responses"] == 32

@@ -190,7 +190,7 @@ def test_script_writes_outputs(small_sft, tmp_path):
     res = subprocess.run([sys.executable, "ppo.py", *args, "--steps", "2"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "state.pt", "summary.json"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 2 and {"start_accuracy", "final_accuracy", "wall_seconds",
                                       "final_explained_variance"} <= set(summary)

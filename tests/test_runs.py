@@ -222,3 +222,24 @@ def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp
         used = {t for m, name, t in seen if m == module}
         assert used == {0.6}, (module, seen)
         assert {name for m, name, _ in seen if m == module} >= {"generate"}
+
+
+def test_old_python_stops_with_one_line_naming_the_version():
+    """On Python < 3.10 every script exits 2 with one line, not a TypeError from `X | None`.
+    The interpreter's version is faked; each script runs as `python X.py` would run it."""
+    code = """
+import runpy, sys
+sys.version_info = (3, 9, 18, "final", 0)
+for script in sys.argv[1:]:
+    sys.argv = [script]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        print(script, e.code)
+"""
+    scripts = ["sft.py", "grpo.py", "dpo.py", "ppo.py", "expert_iteration.py", "gae.py",
+               "bench.py", "experiments.py"]
+    r = run_cli("-c", code, *scripts)
+    assert r.stdout.split() == [w for s in scripts for w in (s, "2")], r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["error: Python 3.10 or newer is needed (this is 3.9)"] * len(scripts)

@@ -63,7 +63,7 @@ def test_lr_schedule():
 def test_script_writes_outputs(tmp_path):
     res = run("--steps", "3", *TINY, "--out_dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.csv", "model.pt", "state.pt", "summary.json"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 3 and {"start_accuracy", "final_accuracy", "wall_seconds"} <= set(summary)
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 5  # header, step 0, 3 steps
