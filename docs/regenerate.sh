@@ -1,20 +1,53 @@
 #!/usr/bin/env bash
-# Regenerates every figure under docs/: the curves of each script's default run, then every
-# experiment. Run from anywhere: `bash docs/regenerate.sh` (about an hour on a 2-core AMD EPYC,
-# two to three on a 2-core Intel Xeon), or `bash docs/regenerate.sh defaults` for the default
-# runs' curves only. It replaces the runs in out/ (--overwrite).
+# Reruns every default run and every experiment on this machine, and rewrites what the docs quote:
+# the figures under docs/ and the JSON under docs/results/ that every number in the README and
+# docs/ comes from. Then `python docs/render.py` rewrites the generated tables from that JSON.
+#   bash docs/regenerate.sh            everything (about an hour and a half on a 2-core CPU)
+#   bash docs/regenerate.sh defaults   the default runs and bench.py only
+#   bash docs/regenerate.sh NAME...    these experiments only
+# Run it with nothing else on the machine: the wall times are part of the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p docs/results/defaults docs/results/experiments
 
-python sft.py --overwrite && cp out/sft/curves.png docs/sft_curves.png
-python grpo.py --overwrite && cp out/grpo/curves.png docs/grpo_curves.png
-python dpo.py --overwrite && cp out/dpo/curves.png docs/dpo_curves.png
-python ppo.py --overwrite && cp out/ppo/curves.png docs/ppo_curves.png
-python expert_iteration.py --overwrite && cp out/expert_iteration/curves.png docs/expert_iteration_curves.png
+# save SOURCE_JSON DEST_JSON COMMAND: wrap a run's JSON with the command and machine behind it
+save() {
+    python - "$@" <<'PY'
+import json, sys
+from runs import machine_description, write_json
+source, dest, command = sys.argv[1:4]
+with open(source) as f:
+    body = json.load(f)
+key = "results" if "experiments" in dest else "summary"
+write_json(dest, {"command": command, "machine": machine_description(), key: body})
+PY
+}
 
+default_run() {  # default_run NAME [FLAGS...]: python NAME.py --overwrite FLAGS, into out/NAME
+    local name=$1 script=$1; shift
+    [ "$name" = ppo_reward_model ] && script=ppo
+    python "$script.py" --overwrite --out_dir "out/$name" "$@"
+    local shown="python $script.py"; [ $# -gt 0 ] && shown="$shown $*"
+    save "out/$name/summary.json" "docs/results/defaults/$name.json" "$shown"
+    [ "$name" = ppo_reward_model ] || cp "out/$name/curves.png" "docs/${name}_curves.png"
+}
 
-if [ "${1:-all}" != "defaults" ]; then
-    for name in $(python experiments.py --list | cut -d' ' -f1); do
+if [ $# -eq 0 ] || [ "$1" = defaults ]; then
+    default_run sft
+    default_run grpo
+    default_run expert_iteration
+    default_run dpo
+    default_run ppo
+    default_run ppo_reward_model --reward model
+    python bench.py --out out/bench/bench.json
+    save out/bench/bench.json docs/results/defaults/bench.json "python bench.py"
+fi
+if [ "${1:-}" != defaults ]; then
+    names=("$@"); [ $# -eq 0 ] && names=($(python experiments.py --list | cut -d' ' -f1))
+    for name in "${names[@]}"; do
         python experiments.py "$name"  # writes docs/exp_$name.png
+        save "out/experiments/$name/results.json" "docs/results/experiments/$name.json" \
+            "python experiments.py $name"
     done
 fi
+[ -f docs/render.py ] && python docs/render.py
