@@ -19,6 +19,7 @@ import ast
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import io
 import os
 import re
@@ -30,6 +31,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 sys.path.insert(0, ROOT)
+# Every page a reader sees: the README and docs/*.md, as paths relative to the repository root.
+PAGES = ["README.md"] + sorted(f"docs/{n}" for n in os.listdir(os.path.join(ROOT, "docs"))
+                               if n.endswith(".md"))
 
 LINK = re.compile(r"\[([^\]]*)\]\(([\w./-]+\.py)#L(\d+)(?:-L(\d+))?\)")
 NAME_BEFORE = re.compile(r"`([^`]+)`\s*$")  # the backticked name just before a link
@@ -39,6 +43,16 @@ IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 def read_readme() -> str:
     with open(README) as f:
         return f.read()
+
+
+def read_page(page: str) -> str:
+    with open(os.path.join(ROOT, page)) as f:
+        return f.read()
+
+
+def resolve(page: str, path: str) -> str:
+    """A link's target relative to the repository root (links are relative to their page)."""
+    return os.path.normpath(os.path.join(os.path.dirname(page), path))
 
 
 # ---------------------------------------------------------------------------------- code links
@@ -73,11 +87,12 @@ def code_links(text: str):
             yield number, before.group(1) if before else None, m.group(2), start, end, m
 
 
-def link_problems(text: str) -> list[str]:
-    """Everything wrong with the README's code links, one message each."""
+def link_problems(text: str, page: str = "README.md") -> list[str]:
+    """Everything wrong with a page's code links, one message each."""
     problems = []
-    for number, name, path, start, end, m in code_links(text):
-        where = f"README.md line {number}, {m.group(0)}"
+    for number, name, link_path, start, end, m in code_links(text):
+        where = f"{page} line {number}, {m.group(0)}"
+        path = resolve(page, link_path)  # the link text names the file from the repository root
         target = f"{path}#L{start}" + (f"-L{end}" if m.group(4) else "")
         if m.group(1) != target:
             problems.append(f"{where}: the link text should be its target, {target}")
@@ -103,9 +118,10 @@ def link_problems(text: str) -> list[str]:
 
 
 def test_code_links_point_at_their_code():
-    text = read_readme()
-    assert list(code_links(text)), "README.md has no code links: did the pattern change?"
-    problems = link_problems(text)
+    pages = {page: read_page(page) for page in PAGES}
+    assert any(list(code_links(text)) for text in pages.values()), \
+        "no page has code links: did the pattern change?"
+    problems = [p for page, text in pages.items() for p in link_problems(text, page)]
     assert not problems, ("stale code links (`python tests/test_readme.py --fix` repairs most):\n"
                           + "\n".join(problems))
 
@@ -117,13 +133,14 @@ def test_link_check_catches_a_stale_link():
     assert link_problems("`x` [nope.py#L1](nope.py#L1)")
 
 
-def fix_links(text: str) -> tuple[str, list[str]]:
+def fix_links(text: str, page: str = "README.md") -> tuple[str, list[str]]:
     """Re-place every link: a def's whole extent; a single quoted line, nearest to where it was."""
     notes = []
 
     def replace(m):
         before = NAME_BEFORE.search(m.string[:m.start()])
-        path, start = m.group(2), int(m.group(3))
+        link_path, start = m.group(2), int(m.group(3))
+        path = resolve(page, link_path)
         end = int(m.group(4)) if m.group(4) else start
         if before is None or not os.path.isfile(os.path.join(ROOT, path)):
             notes.append(f"by hand: {m.group(0)}")
@@ -142,7 +159,7 @@ def fix_links(text: str) -> tuple[str, list[str]]:
         if (a, b) != (start, end):
             old = f"{path}#L{start}" + (f"-L{end}" if end != start else "")
             notes.append(f"moved: `{name}` {old} -> {target}")
-        return f"[{target}]({target})"
+        return f"[{target}]({link_path}#L{a}" + (f"-L{b}" if b != a else "") + ")"
 
     fixed = "\n".join(LINK.sub(replace, line) for line in text.split("\n"))
     return fixed, notes
@@ -239,7 +256,7 @@ def check_command(script: str, argv: list[str]) -> None:
         assert namespace.name in module.EXPERIMENTS, f"{namespace.name} is not in experiments.EXPERIMENTS"
 
 
-COMMANDS = script_commands(read_readme())
+COMMANDS = [(f"{page} L{n}", s, a) for page in PAGES for n, s, a in script_commands(read_page(page))]
 
 
 def test_readme_has_commands():
@@ -247,7 +264,7 @@ def test_readme_has_commands():
 
 
 @pytest.mark.parametrize("script, argv", [(s, a) for _, s, a in COMMANDS],
-                         ids=[f"L{n}: python {s} {' '.join(a)}".strip() for n, s, a in COMMANDS])
+                         ids=[f"{n}: python {s} {' '.join(a)}".strip() for n, s, a in COMMANDS])
 def test_readme_command_parses(script, argv):
     check_command(script, argv)
 
@@ -275,22 +292,168 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_anchors_and_images_exist():
-    text = read_readme()
-    headings = {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
-    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
-        assert anchor in headings, f"#{anchor} names no heading of README.md"
-    for image in re.findall(r"!\[[^\]]*\]\(([^)#]+)\)", text):
-        assert os.path.isfile(os.path.join(ROOT, image)), f"image {image} does not exist"
+def headings(text: str) -> set[str]:
+    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def link_target_problems(text: str, page: str) -> list[str]:
+    """Every relative link and image of a page must name an existing file, and its #anchor a
+    heading of that page (code links' #Lx-Ly are checked by the code-link test)."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for target in MD_LINK.findall(line):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = resolve(page, path) if path else page
+            if not os.path.exists(os.path.join(ROOT, file)):
+                problems.append(f"{page} line {number}: {target}: {file} does not exist")
+            elif anchor and file.endswith(".md") and anchor not in headings(read_page(file)
+                                                                             if file != page else text):
+                problems.append(f"{page} line {number}: #{anchor} names no heading of {file}")
+    return problems
+
+
+def test_links_and_images_resolve():
+    problems = [p for page in PAGES for p in link_target_problems(read_page(page), page)]
+    assert not problems, "\n".join(problems)
+
+
+def test_link_target_check_catches_a_bad_link():
+    assert link_target_problems("[x](docs/no_such_page.md)", "README.md")
+    assert link_target_problems("[x](docs/grpo.md#no-such-heading)", "README.md")
+    assert link_target_problems("# A\n[x](#b)", "README.md")
+    assert link_target_problems("![f](no_such.png)", "docs/grpo.md")
+    assert not link_target_problems("# A\n[x](#a) [y](../grpo.py)", "docs/grpo.md")
+
+
+# ---------------------------------------------------------------------------------- figures
+def caption_problems(text: str, page: str) -> list[str]:
+    """Each embedded figure is followed (after a blank line at most) by one caption line that
+    names, in backticks, the command that drew it, and says what to look at after a colon."""
+    problems, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if not re.match(r"\s*!\[[^\]]*\]\([^)]+\.png\)\s*$", line):
+            continue
+        rest = [l for l in lines[i + 1:i + 3] if l.strip()]
+        caption = rest[0] if rest else ""
+        if not re.search(r"`(python3?|bash) [^`]+`[^:]*:\s*\S", caption):
+            problems.append(f"{page} line {i + 1}: the figure needs a caption line under it: "
+                            "`the command`: what to look at")
+    return problems
+
+
+def test_every_figure_has_a_caption():
+    problems = [p for page in PAGES for p in caption_problems(read_page(page), page)]
+    assert not problems, "\n".join(problems)
+
+
+def test_caption_check_catches_a_bare_figure():
+    assert caption_problems("![c](docs/grpo_curves.png)\n\nSome text.\n", "README.md")
+    assert caption_problems("![c](docs/grpo_curves.png)\n", "README.md")
+    assert not caption_problems("![c](a.png)\n\n`python grpo.py`: accuracy rises.\n", "x.md")
+
+
+# ---------------------------------------------------------------------------------- shape
+def test_readme_is_short():
+    n = len(read_readme().splitlines())
+    assert n <= 300, f"README.md has {n} lines; at most 300 (move detail to docs/)"
+
+
+# The docs describe the software as it is: no project history a reader cannot see or use.
+HISTORY = re.compile(r"\bissues? #?\d+|\bbefore (?:issue|version|the fix)|\bsessions?\b"
+                     r"|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b|xeon \d+|model 207"
+                     r"|\b(?:target|targets)\b[^.]*\b(?:not )?met\b|\bnot met\b"
+                     r"|no gpu machine was lent|\bcommit [0-9a-f]{5,}", re.I)
+
+
+def history_problems(text: str, page: str) -> list[str]:
+    return [f"{page} line {n}: {m.group(0)!r} is project history"
+            for n, line in enumerate(text.splitlines(), 1) for m in HISTORY.finditer(line)]
+
+
+def test_no_history_in_the_docs():
+    problems = [p for page in PAGES for p in history_problems(read_page(page), page)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("text", ["as before issue 16", "see issue 7", "in commit bc4eb54",
+                                  "on the Xeon 207", "the target was not met",
+                                  "measured in an earlier session", "no GPU machine was lent"])
+def test_history_check_catches_history(text):
+    assert history_problems(text, "x.md")
+
+
+# ---------------------------------------------------------------------------------- numbers
+def render_module():
+    spec = importlib.util.spec_from_file_location("render", os.path.join(ROOT, "docs", "render.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_blocks_are_up_to_date():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = render_module().main(["--check"])
+    assert code == 0, out.getvalue()
+
+
+def test_render_check_catches_a_stale_block(tmp_path, monkeypatch):
+    render = render_module()
+    page = tmp_path / "README.md"
+    page.write_text("<!-- results:defaults -->\n| `python sft.py` | 1 s | 0 | 0.999 |\n"
+                    "<!-- /results -->\n")
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert render.main(["--check"]) == 1
+    assert "0.999" in page.read_text()  # --check rewrites nothing
+
+
+# Pages whose every run or experiment number sits in a generated block (docs/render.py).
+NUMBERS_FROM_RESULTS = ["README.md"]
+BLOCKS = re.compile(r"<!-- results:[\w-]+ -->.*?<!-- /results -->", re.S)
+QUOTED_NUMBER = re.compile(r"\b0\.\d{2,}\b|\b\d+(?:\.\d+)? ?(?:s|min|minutes|seconds)\b")
+
+
+def number_problems(text: str, page: str) -> list[str]:
+    """An accuracy-like 0.xx or a time outside a generated block or a code span goes stale."""
+    text = BLOCKS.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in QUOTED_NUMBER.finditer(re.sub(r"`[^`]*`", "", line)):
+            problems.append(f"{page}: {m.group(0)!r} in {line.strip()[:60]!r}: quote numbers in a "
+                            "generated block (docs/render.py)")
+    return problems
+
+
+def test_run_numbers_come_from_the_results():
+    problems = [p for page in NUMBERS_FROM_RESULTS for p in number_problems(read_page(page), page)]
+    assert not problems, "\n".join(problems)
+
+
+def test_number_check_catches_a_quoted_number():
+    assert number_problems("GRPO reaches 0.924 in 346 s.", "x.md")
+    assert number_problems("it takes 6 minutes", "x.md")
+    assert not number_problems("<!-- results:x -->\n0.924, 346 s\n<!-- /results -->\n", "x.md")
+    assert not number_problems("`--lr 0.0001` and `--steps 30s`", "x.md")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--fix"]:
-        sys.exit("usage: python tests/test_readme.py --fix   (rewrites README.md's code-link line numbers)")
-    fixed, notes = fix_links(read_readme())
-    with open(README, "w") as f:
-        f.write(fixed)
+        sys.exit("usage: python tests/test_readme.py --fix   (rewrites the code-link line numbers of README.md and docs/*.md)")
+    notes, left = [], []
+    for page in PAGES:
+        fixed, page_notes = fix_links(read_page(page), page)
+        with open(os.path.join(ROOT, page), "w") as f:
+            f.write(fixed)
+        notes += [f"{page}: {n}" for n in page_notes]
+        left += link_problems(fixed, page)
     print("\n".join(notes) or "all code links already point at their code")
-    left = link_problems(fixed)
-    print("\n".join(["still wrong:"] + left) if left else "README.md code links are all valid")
+    print("\n".join(["still wrong:"] + left) if left else "every page's code links are valid")
     sys.exit(1 if left else 0)
