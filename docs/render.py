@@ -46,12 +46,13 @@ EXPERIMENTS = ["gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_poli
                "ei_vs_grpo", "reward_model", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
 
 
-def verdict(results):
-    """The experiment's own claim_holds, else every boolean check it reports must be true."""
+def verdict_word(results):
+    """The experiment's own claim_holds; else "held" if every check it reports is true,
+    "partly held" if some are, "did not hold" if none is."""
     if "claim_holds" in results:
-        return bool(results["claim_holds"])
+        return "held" if results["claim_holds"] else "did not hold"
     flags = [v for k, v in results.items() if isinstance(v, bool) and k != "quick"]
-    return bool(flags) and all(flags)
+    return "held" if flags and all(flags) else "partly held" if any(flags) else "did not hold"
 
 
 def render_experiments(missing):
@@ -64,7 +65,7 @@ def render_experiments(missing):
             continue
         r = d["results"]
         machines.add(d["machine"])
-        held = "held" if verdict(r) else "did not hold"
+        held = verdict_word(r)
         rows.append(f"| [`{d['command']}`](docs/experiments.md) | {held} |"
                     f" {r['seconds']:.0f} s |")
     machine = "; ".join(sorted(machines)) or "missing"
@@ -73,7 +74,68 @@ def render_experiments(missing):
     return "\n".join(head + rows) + "\n"
 
 
+def render_default(name, missing):
+    """One default run's result, for its algorithm page."""
+    d = load("defaults", name)
+    if d is None:
+        missing.append(f"defaults/{name}.json")
+        return "missing\n"
+    s = d["summary"]
+    start = "0" if name == "sft" else f"{s['start_accuracy']:.3f}"
+    return "\n".join([
+        f"| command | steps | wall time ({d['machine']}) | held-out accuracy, start -> end |",
+        "|---|---|---|---|",
+        f"| `{d['command']}` | {s['steps']} | {s['wall_seconds']:.0f} s"
+        f" ({s['seconds_per_step']:.2f} s/step) | {start} -> {s['final_accuracy']:.3f} |"]) + "\n"
+
+
+def render_experiment(name, missing):
+    """An experiment's verdict and every scalar it reports, for docs/experiments.md."""
+    d = load("experiments", name)
+    if d is None:
+        missing.append(f"experiments/{name}.json")
+        return "missing\n"
+    r = d["results"]
+    lines = [f"Verdict: **{verdict_word(r)}**. `{d['command']}` on {d['machine']}:", ""]
+    for key, value in r.items():
+        if key not in ("experiment", "quick"):
+            lines += result_lines(key, value)
+    return "\n".join(lines) + "\n"
+
+
+def result_lines(label, value):
+    """One bullet per run, stage or row: its scalars on one line, nested runs on their own."""
+    if isinstance(value, list):
+        out = []
+        for row in value:
+            if isinstance(row, dict):
+                out += result_lines(" ".join(fmt(v) for v in list(row.values())[:2]),
+                                    dict(list(row.items())[2:]))
+        return out
+    if not isinstance(value, dict):
+        return [f"- {label}: {fmt(value)}"]
+    cells = [f"{k} {fmt(v)}" for k, v in value.items() if not isinstance(v, (list, dict))]
+    out = [f"- {label}: " + ", ".join(cells)] if cells else []
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out += result_lines(f"{label}, {k}", v)
+    return out
+
+
+def fmt(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 RENDERERS = {"defaults": render_defaults, "experiments": render_experiments}
+
+
+def renderer(name):
+    kind, _, arg = name.partition("-")
+    if kind == "default" and arg:
+        return lambda missing: render_default(arg, missing)
+    if kind == "experiment" and arg:
+        return lambda missing: render_experiment(arg, missing)
+    return RENDERERS[name]
 
 
 def main(argv):
@@ -84,7 +146,7 @@ def main(argv):
         text = page.read_text()
 
         def sub(m):
-            new = RENDERERS[m.group(2)](missing)
+            new = renderer(m.group(2))(missing)
             return m.group(1) + new + m.group(4)
 
         new_text = BLOCK.sub(sub, text)
