@@ -42,6 +42,24 @@ def require_hf(*modules: str) -> None:
                                  f"installed: run `{INSTALL}`") from None
 
 
+def quiet(trainer=None) -> None:
+    """No progress bars from transformers, and a Trainer that prints through our callback only."""
+    from transformers import PrinterCallback, ProgressCallback
+    from transformers.utils import logging
+    import warnings
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # renamed Trainer arguments
+    try:
+        import datasets
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    for callback in (PrinterCallback, ProgressCallback):
+        if trainer is not None:
+            trainer.remove_callback(callback)
+
+
 # --- The model: our names -> GPT-2's -------------------------------------------------------------
 def hf_config(cfg: GPTConfig, task: dict | None = None):
     """The GPT2Config of a model with our GPTConfig; `task` (digits, difficulty) rides along."""
@@ -142,6 +160,7 @@ def hf_tokenizer():
 def export(checkpoint: str, out_dir: str) -> None:
     """Our checkpoint -> a folder that from_pretrained loads offline (model, tokenizer, config)."""
     require_hf()
+    quiet()
     from transformers import GenerationConfig
     model, ckpt = runs.load_checkpoint(checkpoint)
     task = {"digits": ckpt["digits"], **runs.task_config(ckpt.get("run_config"))}
@@ -160,6 +179,7 @@ def export(checkpoint: str, out_dir: str) -> None:
 def import_(hf_dir: str, checkpoint: str) -> None:
     """A folder written by export (or trained further in TRL) -> our checkpoint."""
     require_hf()
+    quiet()
     from transformers import AutoModelForCausalLM
     runs.require(os.path.isdir(hf_dir), f"{hf_dir} is not a folder")
     hf_model = AutoModelForCausalLM.from_pretrained(hf_dir)

@@ -258,8 +258,9 @@ def setup(cfg):
     """The start of every run: check the output folder and the device, make the SFT checkpoint if
     it is the missing default (before seeding: a run's numbers must not depend on whether it was
     made in this process), seed, and build the task and the tokenizer."""
-    require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other")
-    check_out_dir(cfg.out_dir, cfg.overwrite or cfg.resume)
+    resume = getattr(cfg, "resume", False)  # the TRL scripts have no --resume
+    require(not (resume and cfg.overwrite), "--resume and --overwrite exclude each other")
+    check_out_dir(cfg.out_dir, cfg.overwrite or resume)
     device = pick_device(cfg.device)
     if hasattr(cfg, "sft_checkpoint"):
         train_sft_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
