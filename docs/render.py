@@ -126,7 +126,40 @@ def fmt(value):
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-RENDERERS = {"defaults": render_defaults, "experiments": render_experiments}
+def render_bench(missing):
+    """bench.py's step table, for docs/performance.md."""
+    d = load("defaults", "bench")
+    if d is None:
+        missing.append("defaults/bench.json")
+        return "missing\n"
+    b = d["summary"]
+    gen, rows = b["generation"], []
+    rows.append(f"| generation, KV cache | {gen['cached']['s'] * 1e3:.0f} ms |"
+                f" {gen['cached']['tokens_per_s']:,.0f} tokens/s | "
+                f"{gen['cached']['peak_fraction']:.0%} | |")
+    rows.append(f"| generation, no cache | {gen['uncached']['s'] * 1e3:.0f} ms |"
+                f" {gen['uncached']['tokens_per_s']:,.0f} tokens/s |"
+                f" {gen['uncached']['peak_fraction']:.0%} | |")
+    for key, label in (("sft_step", "SFT step"), ("grpo_step", "GRPO step"),
+                       ("ppo_step", "PPO step (with the critic)")):
+        s = b[key]
+        rows.append(f"| {label} | {s['s_per_step'] * 1e3:.0f} ms | {s['tokens_per_s']:,.0f}"
+                    f" tokens/s | {s['peak_fraction']:.0%} | {s['peak_rss_mib']:.0f} MiB |")
+    split = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.0f} ms"
+                      for k, v in b["grpo_step"]["split_s"].items())
+    scripts = ", ".join(f"`{k}` {v['model_fraction']:.0%}" for k, v in b["scripts"].items())
+    return "\n".join([
+        f"`{d['command']}` on {d['machine']}, {b['threads']} threads; the measured matmul peak"
+        f" was {b['peak_gflops']:.0f} GFLOP/s and cached generation was"
+        f" {gen['cache_speedup']:.1f} times faster than uncached.", "",
+        "| | time | throughput | of the measured peak | peak RSS of the process |",
+        "|---|---|---|---|---|", *rows, "",
+        f"The GRPO step splits into {split}. A tenth of each default run spent this share of its"
+        f" wall time in the model (forward, backward, optimizer): {scripts}."]) + "\n"
+
+
+RENDERERS = {"defaults": render_defaults, "experiments": render_experiments,
+             "bench": render_bench}
 
 
 def renderer(name):
