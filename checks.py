@@ -92,6 +92,11 @@ def check_grpo(cfg) -> None:
             "--group_size and --epochs_per_rollout_batch must be >= 1")
     require(cfg.group_size >= 2 or not cfg.use_std_normalization,
             "--group_size 1 has no spread to normalise by: use >= 2 or --no-use_std_normalization")
+    require(cfg.group_size >= 2 or cfg.baseline != "leave_one_out",
+            "--baseline leave_one_out needs --group_size >= 2 (the others' mean)")
+    require(cfg.ratio_level == "token" or cfg.loss_type in ("grpo_clip", "grpo_no_clip", "cispo"),
+            f"--ratio_level sequence needs a ratio: --loss_type grpo_clip, grpo_no_clip or cispo, "
+            f"not {cfg.loss_type}")
     require(min(cfg.rollout_batch_size, cfg.train_batch_size, cfg.gradient_accumulation_steps) >= 1,
             "--rollout_batch_size, --train_batch_size, --gradient_accumulation_steps must be >= 1")
     # CS336's derived sizes and their assertions.

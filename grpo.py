@@ -38,6 +38,16 @@ Other variants: --loss_type {no_baseline, reinforce_with_baseline, grpo_no_clip}
 (off-policy: the ratio and the clip matter); --abstain_reward 0.3 and --wrong_reward -1 (what
 "?" and a wrong answer score); --easy_digits 2 --hard_fraction 0.5 (easy and hard problems, the
 kind visible in the prompt; the checkpoint must have been trained with the same easy_digits).
+Three variants that matter off-policy only (on-policy every ratio is 1 and each has GRPO's
+gradient), as TRL implements them:
+  - GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization"): `--ratio_level sequence`,
+    one ratio per response, exp of the mean token log-ratio, clipped as a whole (the paper's clip
+    ranges are about 3e-4 and 4e-4, not 0.2).
+  - CISPO (MiniMax-M1, 2025): `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi: the
+    clipped ratio is a detached weight, so no token's gradient is dropped, only damped.
+  - RLOO (Kool et al. 2019; Ahmadian et al. 2024, "Back to Basics"): `--baseline leave_one_out`,
+    each response's baseline is the mean of the other G - 1 rewards: G / (G - 1) times the group-
+    mean advantage, an unbiased baseline (add --no-use_std_normalization for the paper's form).
 
 Run: python grpo.py (from out/sft/model.pt, which sft.py's defaults make if it is missing; its
 time and result are in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
@@ -55,7 +65,7 @@ import runs
 from toy_model import (ABSTENTION, encode_prompts, evaluate, generate, get_response_log_probs,
                        kl_penalty, masked_mean, masked_normalize, reward_fn)
 
-LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip")
+LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
 
 
@@ -76,6 +86,8 @@ class Config:
     # --- algorithm ---
     loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # CS336: -r logp, -A logp, clipped or plain ratio
     use_std_normalization: bool = True  # divide A by the group std (Dr. GRPO drops it)
+    baseline: Literal["group_mean", "leave_one_out"] = "group_mean"  # leave_one_out: RLOO
+    ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's one ratio per response
     advantage_eps: float = 1e-6  # added to the group std: never a division by 0
     length_normalization: Literal[LENGTH_NORMALIZATIONS] = "sequence_mean"  # or Dr. GRPO, DAPO
     normalize_constant: float | None = None  # Dr. GRPO's `constant` divisor; None: max_new_tokens
@@ -118,12 +130,14 @@ class Config:
 # The algorithm (CS336 Assignment 5 names, arguments and reductions)
 # ----------------------------------------------------------------------------------------------
 def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_ground_truths,
-                                     group_size, advantage_eps, normalize_by_std):
+                                     group_size, advantage_eps, normalize_by_std, *,
+                                     leave_one_out=False):
     """Score every response and normalise its reward within its group.
 
     Responses of one prompt are consecutive: rows g*G ... g*G + G - 1. A = r - group mean, divided
-    by the group's unbiased std + advantage_eps if normalize_by_std. Returns (advantages (B,),
-    raw_rewards (B,), metadata)."""
+    by the group's unbiased std + advantage_eps if normalize_by_std. leave_one_out (RLOO, not in
+    CS336): the baseline of r_i is the mean of the group's other rewards. Returns (advantages
+    (B,), raw_rewards (B,), metadata)."""
     runs.require(group_size >= 2 or not normalize_by_std,
                  "group_size 1 has no spread to normalise by: use group_size >= 2 or "
                  "normalize_by_std=False")
@@ -134,7 +148,11 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
     spread = grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values
     # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
-    centered = torch.where(spread > 0, grouped - grouped.mean(dim=1, keepdim=True), 0.0)
+    if leave_one_out:  # mean of the other G - 1: (sum - r_i) / (G - 1)
+        baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    else:
+        baseline = grouped.mean(dim=1, keepdim=True)
+    centered = torch.where(spread > 0, grouped - baseline, 0.0)
     if normalize_by_std:
         centered = centered / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased std
     metadata = {"reward": raw_rewards.mean().item(),
@@ -150,13 +168,24 @@ def compute_naive_policy_gradient_loss(raw_rewards_or_advantages, policy_log_pro
     return -raw_rewards_or_advantages * policy_log_probs
 
 
+def importance_ratio(policy_log_probs, old_log_probs, response_mask=None, ratio_level="token"):
+    """pi_theta / pi_old per token, (B, T); or GSPO's per response, (B, 1): exp of the mean of
+    the response's token log-ratios (its length-normalised sequence ratio)."""
+    log_ratio = policy_log_probs - old_log_probs  # (B, T)
+    if ratio_level == "sequence":
+        log_ratio = masked_mean(log_ratio, response_mask, dim=-1).unsqueeze(-1)  # (B, 1)
+    return torch.exp(log_ratio)
+
+
 def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange,
-                           cliprange_high=None):
+                           cliprange_high=None, response_mask=None, ratio_level="token"):
     """PPO's clipped surrogate per token: -min(rho A, clip(rho, 1 - eps, 1 + eps_high) A).
 
     advantages (B, 1); log-probs (B, T). cliprange_high (DAPO's clip-higher, not in CS336)
-    defaults to cliprange. Returns (loss (B, T), metadata with the ratio and the clipped tokens)."""
-    ratio = torch.exp(policy_log_probs - old_log_probs)  # (B, T)
+    defaults to cliprange; ratio_level "sequence" is GSPO's (needs response_mask). Returns
+    (loss (B, T), metadata with the ratio and the clipped tokens)."""
+    ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+    ratio = ratio.expand_as(policy_log_probs)  # (B, T): a sequence ratio on each of its tokens
     high = cliprange if cliprange_high is None else cliprange_high
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - cliprange, 1 + high) * advantages
@@ -164,19 +193,37 @@ def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprang
     return -torch.minimum(unclipped, clipped), metadata
 
 
+def compute_cispo_loss(advantages, policy_log_probs, old_log_probs, cliprange_high,
+                       response_mask=None, ratio_level="token"):
+    """CISPO per token: -sg(min(rho, 1 + eps_high)) A log pi. The ratio is capped and detached:
+    a weight on REINFORCE's term, so a token past the cap still gets (a damped) gradient, where
+    PPO's clip would give it none. Returns (loss (B, T), metadata)."""
+    ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+    ratio = ratio.expand_as(policy_log_probs).detach()  # (B, T)
+    weight = torch.clamp(ratio, max=1 + cliprange_high)
+    metadata = {"ratio": ratio, "clipped": ratio > 1 + cliprange_high}
+    return -weight * advantages * policy_log_probs, metadata
+
+
 def compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards=None, advantages=None,
-                                 old_log_probs=None, cliprange=None, cliprange_high=None):
+                                 old_log_probs=None, cliprange=None, cliprange_high=None,
+                                 response_mask=None, ratio_level="token"):
     """Dispatch on loss_type; returns (per-token loss (B, T), metadata)."""
+    high = cliprange if cliprange_high is None else cliprange_high
     if loss_type == "no_baseline":  # REINFORCE on the raw reward
         return compute_naive_policy_gradient_loss(raw_rewards, policy_log_probs), {}
     if loss_type == "reinforce_with_baseline":  # REINFORCE on the group-normalised advantage
         return compute_naive_policy_gradient_loss(advantages, policy_log_probs), {}
     if loss_type == "grpo_clip":
         return compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange,
-                                      cliprange_high)
+                                      cliprange_high, response_mask, ratio_level)
     if loss_type == "grpo_no_clip":  # CS336's ablation: the importance-weighted loss, unclipped
-        ratio = torch.exp(policy_log_probs - old_log_probs)
+        ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+        ratio = ratio.expand_as(policy_log_probs)
         return -ratio * advantages, {"ratio": ratio.detach()}
+    if loss_type == "cispo":
+        return compute_cispo_loss(advantages, policy_log_probs, old_log_probs, high,
+                                  response_mask, ratio_level)
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
@@ -184,7 +231,8 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
                                loss_type, raw_rewards=None, advantages=None, old_log_probs=None,
                                cliprange=None, *, cliprange_high=None, ref_log_probs=None, beta=0.0,
                                kl_estimator="k3", length_normalization="sequence_mean",
-                               normalize_constant=1.0, batch_response_tokens=None):
+                               normalize_constant=1.0, batch_response_tokens=None,
+                               ratio_level="token"):
     """One micro-batch of GRPO: per-token loss, reduce, scale, backward once; (loss, metadata).
 
     Per-token loss = policy-gradient loss + beta * KL to the reference (if ref_log_probs is given).
@@ -198,7 +246,7 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
           this micro-batch's count x gradient_accumulation_steps is used (exact if counts match)."""
     loss_per_token, metadata = compute_policy_gradient_loss(
         policy_log_probs, loss_type, raw_rewards, advantages, old_log_probs, cliprange,
-        cliprange_high)
+        cliprange_high, response_mask, ratio_level)
     if ref_log_probs is not None:
         kl = kl_penalty(policy_log_probs, ref_log_probs, kl_estimator)  # (B, T)
         loss_per_token = loss_per_token + beta * kl
@@ -275,7 +323,8 @@ def train(cfg: Config) -> dict:
                          for row, n in zip(response_ids.tolist(), lengths.tolist())]
             ground_truths = [p.answer for p in problems for _ in range(G)]
             advantages, rewards, reward_meta = compute_group_normalized_rewards(
-                scored, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization)
+                scored, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization,
+                leave_one_out=cfg.baseline == "leave_one_out")
             advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
             # 3. Old and reference log-probs, once per rollout batch, no gradient.
@@ -283,7 +332,7 @@ def train(cfg: Config) -> dict:
             # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
             input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
             old_log_probs = ref_log_probs = None  # on-policy, old = current: from the forward below
-            if not on_policy and cfg.loss_type in ("grpo_clip", "grpo_no_clip"):
+            if not on_policy and cfg.loss_type in ("grpo_clip", "grpo_no_clip", "cispo"):
                 old_log_probs = log_probs_without_grad(policy, input_ids, labels, cfg.temperature,
                                                        micro_size)[:, P - 1:]  # (B, T)
             is_eval = step % cfg.eval_every == 0 or step == cfg.steps
@@ -326,7 +375,7 @@ def train(cfg: Config) -> dict:
                             beta=cfg.beta, kl_estimator=cfg.kl_estimator,
                             length_normalization=cfg.length_normalization,
                             normalize_constant=normalize_constant,
-                            batch_response_tokens=batch_tokens)
+                            batch_response_tokens=batch_tokens, ratio_level=cfg.ratio_level)
                         stats.add(loss, meta, response_mask[rows], out["token_entropy"][:, P - 1:])
                     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
                                                                cfg.max_grad_norm)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import types
 from dataclasses import dataclass
 from typing import Literal
@@ -116,6 +117,7 @@ def train(cfg: Config) -> dict:
     from transformers import TrainerCallback
     from trl import DPOTrainer
 
+    t0 = time.time()  # as dpo.py: wall_seconds includes building the preference set
     device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
     reference = runs.load_policy(cfg, device).requires_grad_(False)
     # dpo.py's preference sets: the same calls in the same order give the same pairs.
@@ -136,7 +138,7 @@ def train(cfg: Config) -> dict:
     export_hf.export(cfg.sft_checkpoint, start)
 
     log = runs.RunLog(cfg, f"DPO in TRL's DPOTrainer ({cfg.loss_type}, NLL weight "
-                           f"{cfg.nll_weight}) | {device} | {len(train_pairs)} pairs")
+                           f"{cfg.nll_weight}) | {device} | {len(train_pairs)} pairs", t0)
     metrics, samples = evaluate(reference, tokenizer, task.test, task.max_new_tokens)
     start_pref = dpo.preference_accuracy(reference, test_data, test_ref_logps, loss_cfg)
     log.start({**metrics, "preference_accuracy": start_pref}, samples)

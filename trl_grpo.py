@@ -52,6 +52,7 @@ class Config:
     cliprange: float = D.cliprange  # epsilon of the clip (low side)
     cliprange_high: float | None = D.cliprange_high  # upper epsilon; None: cliprange
     beta: float = D.beta  # weight of the k3 KL penalty to the reference
+    ratio_level: Literal["token", "sequence"] = D.ratio_level  # sequence: GSPO
     # --- optimisation ---
     steps: int = D.steps  # rollout batches; one optimizer step each when on-policy
     epochs_per_rollout_batch: int = D.epochs_per_rollout_batch  # passes over each rollout batch
@@ -67,6 +68,7 @@ class Config:
     # --- run ---
     seed: int = D.seed  # seeds the training problems and TRL's sampling
     device: str = "auto"  # auto picks cuda, then mps, then cpu
+    use_vllm: bool = False  # sample with vLLM in the training process (a CUDA GPU, pip vllm)
     eval_every: int = D.eval_every  # held-out greedy evaluation every N steps
     log_every: int = D.log_every  # print a console line every N steps (and on every evaluation)
     out_dir: str = "out/trl_grpo"  # metrics.csv, curves.png, model.pt, summary.json, hf/
@@ -87,6 +89,7 @@ TO_TRL = {
     "cliprange": ("epsilon", None),
     "cliprange_high": ("epsilon_high", None),
     "beta": ("beta", None),
+    "ratio_level": ("importance_sampling_level", None),
     "epochs_per_rollout_batch": ("num_iterations", None),
     "gradient_accumulation_steps": ("gradient_accumulation_steps", None),
     "lr": ("learning_rate", None),
@@ -98,6 +101,7 @@ TO_TRL = {
     "beta2": ("adam_beta2", None),
     "max_grad_norm": ("max_grad_norm", None),
     "seed": ("seed", None),
+    "use_vllm": ("use_vllm", None),  # vllm_mode "colocate": on the training GPU
 }
 # What has no field of ours: fixed so that TRL computes our objective on our hardware.
 FIXED = {"top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0,  # plain sampling at temperature

@@ -280,3 +280,35 @@ def test_rpo_nll_is_trl_sft_loss_with_equal_lengths(folder, tmp_path):
     assert_same(loss_and_grads(model, lambda: trainer._compute_loss(model, equal, False)),
                 loss_and_grads(model, lambda: ours_dpo(model, equal, "sigmoid", 0.3,
                                                        nll_weight=0.7)))
+
+
+# --- Variants from TRL: GSPO's sequence ratio, CISPO, RLOO's leave-one-out baseline ----------------
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_gspo_sequence_ratio_equals_trl(folder, tmp_path, loss_type):
+    model, trainer = grpo_trainer(folder, tmp_path, loss_type=loss_type, epsilon=0.05,
+                                  epsilon_high=0.08, importance_sampling_level="sequence")
+    theirs, mine = trl_and_ours(trainer, model, rollout_tensors(),
+                                {**REDUCTIONS[loss_type], "cliprange_high": 0.08,
+                                 "ratio_level": "sequence"})
+    assert_same(theirs, mine)
+    _, token_level = trl_and_ours(trainer, model, rollout_tensors(),
+                                  {**REDUCTIONS[loss_type], "cliprange_high": 0.08})
+    assert (token_level[0] - theirs[0]).abs() > 1e-4  # the level matters in these tensors
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_cispo_equals_trl(folder, tmp_path, level):
+    """TRL's epsilon_high is CISPO's cap on the ratio itself; ours is 1 + --cliprange_high."""
+    model, trainer = grpo_trainer(folder, tmp_path, loss_type="cispo", epsilon_high=1.1,
+                                  importance_sampling_level=level)
+    theirs, mine = trl_and_ours(trainer, model, rollout_tensors(),
+                                {**REDUCTIONS["dapo"], "cliprange_high": 0.1,
+                                 "ratio_level": level}, loss_type="cispo")
+    assert_same(theirs, mine)
+
+
+def test_rloo_advantages_equal_trl(folder, tmp_path):
+    theirs = trl_advantages(folder, tmp_path, trl.RLOOTrainer, normalize_advantages=False)
+    mine = our_advantages(1e-6, False, leave_one_out=True)
+    torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)
+    assert (mine - our_advantages(1e-6, False)).abs().max() > 0.1  # not the group mean's
