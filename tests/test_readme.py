@@ -6,8 +6,8 @@
 2. Every command in the README's code (fenced blocks and inline spans) that runs a script,
    `python X.py ...`, parses with that script's own parser, and nothing runs: a misspelt,
    abbreviated or out-of-range flag fails. sft/grpo/dpo/ppo/bench go through
-   `runs.parse_config(module.Config, argv)`; gae.py and experiments.py through the argparse
-   parser their `main` builds, stopped right after parsing.
+   `runs.parse_config(module.Config, argv)`; gae.py, experiments.py and export_hf.py through the
+   argparse parser their `main` builds, stopped right after parsing.
 3. Every in-page anchor (#section) names a heading, and every image exists.
 
 When code moves, `python tests/test_readme.py --fix` rewrites the line numbers of the links it can
@@ -219,7 +219,7 @@ def check_command(script: str, argv: list[str]) -> None:
     module = importlib.import_module(script[:-3])
     uses_config = dataclasses.is_dataclass(getattr(module, "Config", None))
     # Only scripts whose main builds an argparse parser first may be called: anything else would run.
-    assert uses_config or script in ("gae.py", "experiments.py"), \
+    assert uses_config or script in ("gae.py", "experiments.py", "export_hf.py"), \
         f"{script}: no Config dataclass; teach tests/test_readme.py how to parse its flags"
     parsers, original = [], argparse.ArgumentParser.parse_args
 
@@ -227,7 +227,7 @@ def check_command(script: str, argv: list[str]) -> None:
         parsers.append(self)
         parsed = original(self, args, namespace)
         if not uses_config:
-            raise _Parsed(parsed)  # gae.main, experiments.main: stop before they run
+            raise _Parsed(parsed)  # gae.main, experiments.main, export_hf.main: stop before they run
         return parsed
 
     out, namespace = io.StringIO(), None

@@ -98,11 +98,11 @@ def test_trl_dpo_refuses_what_trl_lacks(capsys):
     assert runs.parse_config(trl_dpo.Config, ["--loss_type", "robust", "--label_smoothing", "0.1"])
 
 
-def test_missing_trl_is_one_line_exit_2(tmp_path, small_sft):
+def test_missing_trl_is_one_line_exit_2(tmp_path):
     (tmp_path / "trl.py").write_text("raise ImportError('hidden for this test')\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     for script in ("trl_grpo.py", "trl_dpo.py"):
-        done = subprocess.run([sys.executable, script, "--sft_checkpoint", small_sft[0],
+        done = subprocess.run([sys.executable, script, "--sft_checkpoint", "nowhere.pt",
                                "--out_dir", str(tmp_path / script)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
