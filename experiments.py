@@ -177,7 +177,8 @@ def answer_modes(checkpoint: str, n_test: int) -> dict:
     """Held-out greedy answers of a checkpoint, split by mode: direct (empty scratchpad) or with the
     scratchpad: the share of each, and each mode's accuracy and mean length in tokens."""
     from runs import load_checkpoint, task_config
-    from toy_model import AdditionTask, Tokenizer, evaluate
+    from evaluation import evaluate
+    from toy_model import AdditionTask, Tokenizer
     model, ckpt = load_checkpoint(checkpoint)
     task = AdditionTask(ckpt["digits"], n_test, **task_config(ckpt["run_config"]))
     metrics, samples = evaluate(model, Tokenizer(), task.test, task.max_new_tokens)
@@ -468,7 +469,7 @@ def train_proxy(policy, seq, response_mask, pairs, prompt_len: int, spec: dict):
     with r = proxy_score. Returns it frozen."""
     import copy
     import torch
-    import ppo
+    from reward_model import bradley_terry_loss
     from runs import lr_at
     reward_model = copy.deepcopy(policy).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(reward_model.parameters(), lr=spec["rm_lr"], betas=(0.9, 0.98),
@@ -484,7 +485,7 @@ def train_proxy(policy, seq, response_mask, pairs, prompt_len: int, spec: dict):
         rows = pairs[order[step * batch:(step + 1) * batch]].flatten()  # chosen, rejected, ...
         scores = proxy_score(reward_model, seq[rows], response_mask[rows], prompt_len,
                              spec["temperature"])  # (2 b,)
-        loss = ppo.bradley_terry_loss(scores[0::2], scores[1::2])
+        loss = bradley_terry_loss(scores[0::2], scores[1::2])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reward_model.parameters(), 1.0)
         optimizer.step()
@@ -733,7 +734,8 @@ def abstention_profile(checkpoint: str, n_test: int) -> dict:
     sampled (T = 1): its first response token after <think> decides."""
     import torch
     from runs import load_checkpoint, task_config
-    from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts, evaluate
+    from evaluation import evaluate
+    from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts
     model, ckpt = load_checkpoint(checkpoint)
     task, tok = AdditionTask(ckpt["digits"], n_test, **task_config(ckpt["run_config"])), Tokenizer()
     metrics, samples = evaluate(model, tok, task.test, task.max_new_tokens)
@@ -949,7 +951,8 @@ PASS_AT_K_QUICK = dict(n=4, ks=(1, 2, 4), n_problems=8)
 def pass_at_k_of(checkpoint: str, args) -> dict:
     """pass@k and maj@k of a checkpoint on the held-out problems (toy_model.evaluate_pass_at_k)."""
     from runs import load_checkpoint
-    from toy_model import AdditionTask, Tokenizer, evaluate_pass_at_k
+    from evaluation import evaluate_pass_at_k
+    from toy_model import AdditionTask, Tokenizer
     spec = PASS_AT_K_QUICK if args.quick else PASS_AT_K
     model, ckpt = load_checkpoint(checkpoint)
     task = AdditionTask(ckpt["digits"])
@@ -1066,7 +1069,8 @@ def r1_pipeline(args) -> dict:
     ckpt["4. final GRPO"] = os.path.join(base, "final_grpo", "model.pt")
 
     from runs import load_checkpoint
-    from toy_model import AdditionTask, Tokenizer, evaluate
+    from evaluation import evaluate
+    from toy_model import AdditionTask, Tokenizer
     stages = {}
     for label, path in ckpt.items():
         model, meta = load_checkpoint(path)

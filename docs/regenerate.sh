@@ -23,22 +23,24 @@ write_json(dest, {"command": command, "machine": machine_description(), key: bod
 PY
 }
 
-default_run() {  # default_run NAME [FLAGS...]: python NAME.py --overwrite FLAGS, into out/NAME
-    local name=$1 script=$1; shift
-    [ "$name" = ppo_reward_model ] && script=ppo
+default_run() {  # default_run NAME SCRIPT [FLAGS...]: python SCRIPT.py FLAGS, into out/NAME
+    local name=$1 script=$2; shift 2
     python "$script.py" --overwrite --out_dir "out/$name" "$@"
     local shown="python $script.py"; [ $# -gt 0 ] && shown="$shown $*"
     save "out/$name/summary.json" "docs/results/defaults/$name.json" "$shown"
-    [ "$name" = ppo_reward_model ] || cp "out/$name/curves.png" "docs/${name}_curves.png"
+    [ "$name" = "$script" ] && cp "out/$name/curves.png" "docs/${name}_curves.png"
+    return 0
 }
 
 if [ $# -eq 0 ] || [ "$1" = defaults ]; then
-    default_run sft
-    default_run grpo
-    default_run expert_iteration
-    default_run dpo
-    default_run ppo
-    default_run ppo_reward_model --reward model
+    default_run sft sft
+    default_run grpo grpo
+    default_run expert_iteration expert_iteration
+    default_run dpo dpo
+    default_run ppo ppo
+    default_run ppo_reward_model ppo --reward model
+    default_run grpo_cs336 grpo --preset cs336
+    default_run expert_iteration_cs336 expert_iteration --preset cs336
     python bench.py --out out/bench/bench.json
     save out/bench/bench.json docs/results/defaults/bench.json "python bench.py"
 fi

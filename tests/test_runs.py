@@ -130,11 +130,11 @@ def test_ctrl_c_exits_130_after_saving(tmp_path):
 def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / "sft" / "model.pt")
 
-    def make_sft(path, digits, device):  # what runs.setup does for a missing default checkpoint
-        if not os.path.exists(path):
-            sft.train(sft.Config(**dict(TINY_SFT, out_dir=os.path.dirname(path))))
+    def make_sft(cfg):  # what sft.train_if_missing does for a missing default checkpoint
+        if not os.path.exists(cfg.sft_checkpoint):
+            sft.train(sft.Config(**dict(TINY_SFT, out_dir=os.path.dirname(cfg.sft_checkpoint))))
 
-    monkeypatch.setattr(runs, "train_sft_if_missing", make_sft)
+    monkeypatch.setattr(sft, "train_if_missing", make_sft)
     in_process = grpo.train(grpo.Config(**TINY_GRPO, sft_checkpoint=checkpoint,
                                         out_dir=str(tmp_path / "a")))  # trains the SFT model first
     loaded = grpo.train(grpo.Config(**TINY_GRPO, sft_checkpoint=checkpoint,
@@ -204,13 +204,12 @@ def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp
         real = getattr(module, name)
 
         def wrapped(*args, **kw):
-            seen.append((module.__name__, name, kw.get("temperature", args[-1] if
-                                                         name == "response_log_probs" else None)))
+            seen.append((module.__name__, name, kw.get("temperature")))
             return real(*args, **kw)
         monkeypatch.setattr(module, name, wrapped)
 
     for module, names in ((grpo, ["generate", "get_response_log_probs"]),
-                          (ppo, ["generate", "response_log_probs"])):
+                          (ppo, ["generate", "get_response_log_probs"])):
         for name in names:
             spy(module, name)
     grpo.train(grpo.Config(**dict(TINY_GRPO, steps=1, temperature=0.6, beta=0.04),

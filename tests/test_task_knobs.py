@@ -129,7 +129,8 @@ def test_auroc_hand_computed_with_ties():
 def test_evaluate_suppress_forbids_characters_and_counts_direct_answers():
     """abstention_profile's "would it be right if it could not abstain?" is evaluate(suppress="?")."""
     import torch
-    from toy_model import GPT, GPTConfig, evaluate
+    from evaluation import evaluate
+    from toy_model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, d_model=32, n_head=4))
     with torch.no_grad():  # make "?" the greedy choice: every final hidden state leans towards its embedding
