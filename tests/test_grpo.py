@@ -14,6 +14,7 @@ from grpo import (Config, compute_grpo_clip_loss, compute_group_normalized_rewar
                   grpo_microbatch_train_step, kl_penalty)
 from runs import UserError, parse_config
 from toy_model import GPT, GPTConfig, Tokenizer, generate, get_response_log_probs
+from conftest import run_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
@@ -384,7 +385,7 @@ def test_cli_smoke_writes_all_outputs(small_sft, tmp_path):
 
 @pytest.mark.parametrize("args", [["--no-such-flag"], ["--rollout_batch_size", "30"]])
 def test_cli_bad_input_exits_2_in_one_line(args, tmp_path):
-    r = run_cli(*args, "--out_dir", str(tmp_path))
+    r = run_in_process("grpo.py", *args, "--out_dir", str(tmp_path))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

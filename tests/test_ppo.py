@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import ppo
 import reward_model
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from gae import gae_advantages
 from runs import load_checkpoint, parse_config
 from toy_model import GPT, GPTConfig, ScalarHead, get_response_log_probs, kl_penalty
@@ -222,8 +222,7 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
 
 def test_script_bad_input_exits_2_without_traceback(tmp_path):
     for args in (["--no-such-flag"], ["--sft_checkpoint", str(tmp_path / "missing.pt")]):
-        res = subprocess.run([sys.executable, "ppo.py", *args, "--out_dir", str(tmp_path / "out")], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        res = run_in_process("ppo.py", *args, "--out_dir", str(tmp_path / "out"))
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

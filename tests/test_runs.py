@@ -14,7 +14,7 @@ import grpo
 import ppo
 import runs
 import sft
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from toy_model import GPT, GPTConfig, generate
 
 TINY_SFT = dict(digits=2, n_layer=1, d_model=32, steps=40, eval_every=1000, samples_every=1000,
@@ -39,7 +39,7 @@ def test_out_dir_that_is_a_file_exits_2_before_training(tmp_path):
     target = tmp_path / "a_file"
     target.write_text("keep me")
     for out_dir in (target, target / "below"):
-        r = run_cli(os.path.join(ROOT, "sft.py"), "--out_dir", str(out_dir), "--device", "cpu")
+        r = run_in_process("sft.py", "--out_dir", str(out_dir), "--device", "cpu")
         assert r.returncode == 2, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "is a file" in r.stderr
         assert "step 1/" not in r.stdout  # refused before the first step
@@ -59,15 +59,15 @@ def test_unwritable_out_dir_is_refused_and_nothing_is_created(tmp_path, monkeypa
 
 def test_missing_checkpoint_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "grpo"
-    r = run_cli(os.path.join(ROOT, "grpo.py"), "--sft_checkpoint", str(tmp_path / "none.pt"),
-                "--out_dir", str(out), "--device", "cpu")
+    r = run_in_process("grpo.py", "--sft_checkpoint", str(tmp_path / "none.pt"),
+                       "--out_dir", str(out), "--device", "cpu")
     assert r.returncode == 2 and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not out.exists()
 
 
 def test_response_budget_too_short_for_an_answer_exits_2(small_sft, tmp_path):
-    r = run_cli(os.path.join(ROOT, "grpo.py"), "--sft_checkpoint", small_sft[0], "--digits", "2",
-                "--max_new_tokens", "5", "--out_dir", str(tmp_path / "g"), "--device", "cpu")
+    r = run_in_process("grpo.py", "--sft_checkpoint", small_sft[0], "--digits", "2",
+                       "--max_new_tokens", "5", "--out_dir", str(tmp_path / "g"), "--device", "cpu")
     assert r.returncode == 2 and "cannot hold every answer" in r.stderr, r.stderr
     assert not (tmp_path / "g").exists()
 
@@ -148,8 +148,9 @@ def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, mo
 
 # ---------------------------------------------------------------- -h and the console
 @pytest.mark.parametrize("script", ["sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py", "bench.py"])
-def test_help_fits_80_columns(script):
-    r = run_cli(os.path.join(ROOT, script), "-h", env={"COLUMNS": "80"})
+def test_help_fits_80_columns(script, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    r = run_in_process(script, "-h")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
