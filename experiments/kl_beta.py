@@ -3,7 +3,7 @@
 Claim (the lecture, DeepSeekMath's beta KL(pi_theta || pi_ref) term): a larger beta keeps the
 policy closer to the reference, at the price of less reward: final KL falls as beta grows, and
 so, past some point, does accuracy. Three runs of 100 steps, beta in BETAS; each verdict asks
-for a strictly falling order over the three.
+for a falling (non-increasing) order over the three.
 """
 from __future__ import annotations
 
