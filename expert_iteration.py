@@ -23,7 +23,8 @@ clipping at 1.0, one AdamW kept across EI steps. Departures from the handout:
   - the questions are fresh problems from an infinite generator; the held-out set is never sampled;
   - duplicate correct responses to one question are all kept (sampling frequency is the weight).
 `--teacher_checkpoint PATH` samples from a fixed model instead of the current policy: that is the
-rejection-sampling SFT (distillation) stage of DeepSeek-R1's pipeline (experiments.py r1_pipeline).
+rejection-sampling SFT (distillation) stage of DeepSeek-R1's pipeline
+(`python -m experiments r1_pipeline`).
 
 Run:   python expert_iteration.py        held-out accuracy and time in the README; needs
                                          out/sft/model.pt (sft.py's defaults train it if missing)

@@ -170,7 +170,10 @@ def machine_description() -> str:
 
 def provenance() -> str:
     """One line for the foot of a figure: the command that drew it, the code and the machine."""
-    command = " ".join(["python", os.path.basename(sys.argv[0])] + sys.argv[1:])
+    script = os.path.basename(sys.argv[0])
+    if script == "__main__.py":  # python -m PACKAGE
+        script = "-m " + os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+    command = " ".join(["python", script] + sys.argv[1:])
     code = "unknown code"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         here = os.path.dirname(os.path.abspath(__file__))

@@ -15,7 +15,7 @@ an infinite generator rather than a fixed data set, so there is no epoch and no 
 Run:   python sft.py                (time and result: README, Quick start)
        python sft.py --steps 1000   the same, trained to near-perfect accuracy
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
-Task knobs (off by default) for experiments.py: --easy_digits 2 --hard_fraction 0.05 (easy and
+Task knobs (off by default) for the experiments: --easy_digits 2 --hard_fraction 0.05 (easy and
 hard problems, the kind visible in the prompt), --direct_fraction 0.5 (answers with an empty
 scratchpad), --abstain_fraction 0.3 (the "?" abstention).
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists

@@ -45,11 +45,11 @@ if [ $# -eq 0 ] || [ "$1" = defaults ]; then
     save out/bench/bench.json docs/results/defaults/bench.json "python bench.py"
 fi
 if [ "${1:-}" != defaults ]; then
-    names=("$@"); [ $# -eq 0 ] && names=($(python experiments.py --list | cut -d' ' -f1))
+    names=("$@"); [ $# -eq 0 ] && names=($(python -m experiments --list | cut -d' ' -f1))
     for name in "${names[@]}"; do
-        python experiments.py "$name"  # writes docs/exp_$name.png
+        python -m experiments "$name"  # writes docs/exp_$name.png
         save "out/experiments/$name/results.json" "docs/results/experiments/$name.json" \
-            "python experiments.py $name"
+            "python -m experiments $name"
     done
 fi
 [ -f docs/render.py ] && python docs/render.py

@@ -226,19 +226,23 @@ def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp
 
 def test_old_python_stops_with_one_line_naming_the_version():
     """On Python < 3.10 every script exits 2 with one line, not a TypeError from `X | None`.
-    The interpreter's version is faked; each script runs as `python X.py` would run it."""
+    The interpreter's version is faked; each script runs as `python X.py` would run it, and the
+    experiments package as `python -m experiments` would."""
     code = """
 import runpy, sys
 sys.version_info = (3, 9, 18, "final", 0)
 for script in sys.argv[1:]:
     sys.argv = [script]
     try:
-        runpy.run_path(script, run_name="__main__")
+        if script.endswith(".py"):
+            runpy.run_path(script, run_name="__main__")
+        else:
+            runpy.run_module(script, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         print(script, e.code)
 """
     scripts = ["sft.py", "grpo.py", "dpo.py", "ppo.py", "expert_iteration.py", "gae.py",
-               "bench.py", "experiments.py"]
+               "bench.py", "experiments"]
     r = run_cli("-c", code, *scripts)
     assert r.stdout.split() == [w for s in scripts for w in (s, "2")], r.stderr
     lines = r.stderr.strip().splitlines()
