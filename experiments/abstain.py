@@ -26,7 +26,8 @@ import grpo
 import sft
 from experiments.common import GRPO_SMALL_BATCH, column, new_figure, save_figure, train_script
 from runs import load_checkpoint, task_config
-from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts, evaluate
+from evaluation import evaluate
+from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts
 
 DESCRIPTION = ("SFT abstains ('?') at random; does GRPO, paid a little for '?', abstain where it "
                "would be wrong?")

@@ -7,7 +7,8 @@ import json
 import os
 
 from runs import atomic_write, finish_figure, load_checkpoint
-from toy_model import AdditionTask, Tokenizer, evaluate_pass_at_k
+from evaluation import evaluate_pass_at_k
+from toy_model import AdditionTask, Tokenizer
 
 # ----------------------------------------------------------------------------- running a script
 

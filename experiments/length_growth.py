@@ -16,7 +16,8 @@ import grpo
 from experiments.common import (GRPO_SMALL_BATCH, column, first_and_last, mixed_sft, new_figure,
                                 read_summary, save_figure, smooth, start_and, train_script)
 from runs import load_checkpoint, task_config
-from toy_model import AdditionTask, Tokenizer, evaluate
+from evaluation import evaluate
+from toy_model import AdditionTask, Tokenizer
 
 DESCRIPTION = ("GRPO on correctness alone, from SFT on mixed direct and scratchpad answers: does "
                "length grow?")

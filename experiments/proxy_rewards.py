@@ -3,7 +3,7 @@ reward on (right, wrong) pairs, measure it, and optimise it by best-of-n.
 
 The proxy is a language model read as a reward model: r(q, o) = sum over the response tokens of
 log p_rm(o_t | q, o_<t), each token scored where it is written. It starts as a copy of the SFT
-model and is trained to minimise -log sigmoid(r_chosen - r_rejected) (ppo.bradley_terry_loss).
+model and is trained to minimise -log sigmoid(r_chosen - r_rejected) (reward_model.bradley_terry_loss).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-import ppo
+from reward_model import bradley_terry_loss
 from runs import lr_at
 from toy_model import encode_prompts, generate, get_response_log_probs, reward_fn
 
@@ -82,7 +82,7 @@ def train_proxy(policy, seq, response_mask, pairs, prompt_len: int, spec: dict):
         rows = pairs[order[step * batch:(step + 1) * batch]].flatten()  # chosen, rejected, ...
         scores = proxy_score(reward_model, seq[rows], response_mask[rows], prompt_len,
                              spec["temperature"])  # (2 b,)
-        loss = ppo.bradley_terry_loss(scores[0::2], scores[1::2])
+        loss = bradley_terry_loss(scores[0::2], scores[1::2])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reward_model.parameters(), 1.0)
         optimizer.step()

@@ -19,7 +19,8 @@ import expert_iteration
 import grpo
 from experiments.common import new_figure, pass_at_k_of, plot_pass_at_k, save_figure, train_script
 from runs import load_checkpoint
-from toy_model import AdditionTask, Tokenizer, evaluate
+from evaluation import evaluate
+from toy_model import AdditionTask, Tokenizer
 
 DESCRIPTION = ("DeepSeek-R1's pipeline on the toy: cold-start SFT, GRPO, rejection-sampling SFT, "
                "GRPO again")
