@@ -158,6 +158,19 @@ def render_bench(missing):
         f" wall time in the model (forward, backward, optimizer): {scripts}."]) + "\n"
 
 
+def render_console(name, missing):
+    """The last console line of a default run, as the script prints it."""
+    d = load("defaults", name)
+    if d is None:
+        missing.append(f"defaults/{name}.json")
+        return "missing\n"
+    s = d["summary"]
+    return "\n".join([f"`{d['command']}` ends, on {d['machine']}, with", "", "```",
+                      f"done ({s['steps']} steps) in {s['wall_seconds']:.0f} s: held-out accuracy "
+                      f"{s['start_accuracy']:.3f} -> {s['final_accuracy']:.3f}, format "
+                      f"{s['final_format_rate']:.3f}; wrote out/{name}/", "```"]) + "\n"
+
+
 RENDERERS = {"defaults": render_defaults, "experiments": render_experiments,
              "bench": render_bench}
 
@@ -168,6 +181,8 @@ def renderer(name):
         return lambda missing: render_default(arg, missing)
     if kind == "experiment" and arg:
         return lambda missing: render_experiment(arg, missing)
+    if kind == "console" and arg:
+        return lambda missing: render_console(arg, missing)
     return RENDERERS[name]
 
 

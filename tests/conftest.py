@@ -21,6 +21,18 @@ SMALL_SFT = dict(digits=2, n_layer=2, d_model=64, steps=300, eval_every=1000, sa
                  device="cpu", seed=0)
 
 
+TRAINS_A_MODEL = {"small_sft", "default_sft"}  # tests that need a trained model are slow
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast tier (`-m "not slow"`) leaves out every test that trains a model first: learning
+    checks, whole-script runs, resumes, experiments. What it keeps needs no training: the CS336
+    functions, every loss, estimator and reduction, the tokenizer, generation, the flag checks."""
+    for item in items:
+        if TRAINS_A_MODEL & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _two_threads():
     torch.set_num_threads(2)  # CI and the reference numbers use 2 threads

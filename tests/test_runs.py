@@ -105,6 +105,7 @@ def test_interrupt_evaluates_logs_and_says_the_same_step_everywhere(tmp_path, mo
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_after_saving(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "sft.py"), "--digits", "2",
                              "--n_layer", "1", "--d_model", "32", "--steps", "100000",
