@@ -4,6 +4,7 @@
 # docs/ comes from. Then `python docs/render.py` rewrites the generated tables from that JSON.
 #   bash docs/regenerate.sh            everything (about an hour and a half on a 2-core CPU)
 #   bash docs/regenerate.sh defaults   the default runs and bench.py only
+#   bash docs/regenerate.sh gpu        the default runs with --device cuda, into docs/results/gpu
 #   bash docs/regenerate.sh NAME...    these experiments only
 # Run it with nothing else on the machine: the wall times are part of the results.
 set -euo pipefail
@@ -18,7 +19,7 @@ from runs import machine_description, write_json
 source, dest, command = sys.argv[1:4]
 with open(source) as f:
     body = json.load(f)
-key = "results" if "experiments" in dest else "summary"
+key = "results" if "/experiments/" in dest else "summary"
 write_json(dest, {"command": command, "machine": machine_description(), key: body})
 PY
 }
@@ -43,6 +44,19 @@ if [ $# -eq 0 ] || [ "$1" = defaults ]; then
     default_run expert_iteration_cs336 expert_iteration --preset cs336
     python bench.py --out out/bench/bench.json
     save out/bench/bench.json docs/results/defaults/bench.json "python bench.py"
+fi
+if [ "${1:-}" = gpu ]; then
+    mkdir -p docs/results/gpu
+    for name in sft grpo expert_iteration dpo ppo grpo_cs336 expert_iteration_cs336; do
+        script=${name%_cs336}; flags=(--device cuda)
+        [ "$name" != "$script" ] && flags+=(--preset cs336)
+        python "$script.py" --overwrite --out_dir "out/gpu/$name" "${flags[@]}" \
+            $([ "$script" != sft ] && echo --sft_checkpoint out/gpu/sft/model.pt)
+        save "out/gpu/$name/summary.json" "docs/results/gpu/$name.json" \
+            "python $script.py ${flags[*]}"
+    done
+    python docs/render.py
+    exit 0
 fi
 if [ "${1:-}" != defaults ]; then
     names=("$@"); [ $# -eq 0 ] && names=($(python -m experiments --list | cut -d' ' -f1))
