@@ -72,6 +72,7 @@ def test_response_budget_too_short_for_an_answer_exits_2(small_sft, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     cfg = dict(TINY_SFT, steps=2, out_dir=str(tmp_path))
     sft.train(sft.Config(**cfg))
@@ -84,6 +85,7 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
 
 
 # ---------------------------------------------------------------- Ctrl-C
+@pytest.mark.slow
 def test_interrupt_evaluates_logs_and_says_the_same_step_everywhere(tmp_path, monkeypatch):
     calls = []
     real = sft.demonstrations
@@ -128,6 +130,7 @@ def test_ctrl_c_exits_130_after_saving(tmp_path):
 
 
 # ---------------------------------------------------------------- one seed, one result
+@pytest.mark.slow
 def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / "sft" / "model.pt")
 
@@ -162,6 +165,7 @@ def test_help_fits_80_columns(script, monkeypatch):
             assert ")" in line[line.index("(default:"):], line
 
 
+@pytest.mark.slow
 def test_console_prints_every_log_every_steps(tmp_path, capsys):
     sft.train(sft.Config(**dict(TINY_SFT, steps=12, log_every=5, eval_every=6,
                                 out_dir=str(tmp_path))))
