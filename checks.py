@@ -92,6 +92,11 @@ def check_grpo(cfg) -> None:
             "--group_size and --epochs_per_rollout_batch must be >= 1")
     require(cfg.group_size >= 2 or not cfg.use_std_normalization,
             "--group_size 1 has no spread to normalise by: use >= 2 or --no-use_std_normalization")
+    require(cfg.group_size >= 2 or cfg.baseline != "leave_one_out",
+            "--baseline leave_one_out needs --group_size >= 2 (the others' mean)")
+    require(cfg.ratio_level == "token" or cfg.loss_type in ("grpo_clip", "grpo_no_clip", "cispo"),
+            f"--ratio_level sequence needs a ratio: --loss_type grpo_clip, grpo_no_clip or cispo, "
+            f"not {cfg.loss_type}")
     require(min(cfg.rollout_batch_size, cfg.train_batch_size, cfg.gradient_accumulation_steps) >= 1,
             "--rollout_batch_size, --train_batch_size, --gradient_accumulation_steps must be >= 1")
     # CS336's derived sizes and their assertions.
@@ -145,3 +150,22 @@ def check_expert_iteration(cfg) -> None:
     require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
     require(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+
+
+def check_trl_grpo(cfg) -> None:
+    """trl_grpo.py: grpo.py's checks for the fields it shares, and TRL's batch arithmetic."""
+    import grpo
+    shared = {k: getattr(cfg, k) for k in vars(cfg) if k in grpo.Config.__dataclass_fields__}
+    grpo.Config(**{**shared, "out_dir": cfg.out_dir})  # exits 2 with grpo.py's message
+    require(cfg.rollout_batch_size % cfg.train_batch_size == 0,
+            f"--rollout_batch_size {cfg.rollout_batch_size} must be a multiple of "
+            f"--train_batch_size {cfg.train_batch_size} (TRL's steps_per_generation)")
+
+
+def check_trl_dpo(cfg) -> None:
+    """trl_dpo.py: dpo.py's checks for the fields it shares, and what TRL's sigmoid lacks."""
+    import dpo
+    shared = {k: getattr(cfg, k) for k in vars(cfg) if k in dpo.Config.__dataclass_fields__}
+    dpo.Config(**{**shared, "out_dir": cfg.out_dir})  # exits 2 with dpo.py's message
+    require(cfg.label_smoothing == 0 or cfg.loss_type == "robust",
+            "TRL's sigmoid loss has no label smoothing (cDPO): use dpo.py, or --loss_type robust")

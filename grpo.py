@@ -29,8 +29,11 @@ group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: d
     0.28 --length_normalization token_mean --drop_equal_reward_groups` (no resampling).
   - Speed only, the same update: with beta 0 a row whose advantage is exactly 0 gets no forward or
     backward pass (`rows_with_a_gradient`; `--no-skip_zero_advantage` trains every row).
-Other variants: --loss_type, --kl_estimator, --epochs_per_rollout_batch 2 --train_batch_size 128
-(off-policy: the ratio and the clip act), --abstain_reward 0.3, --wrong_reward -1, --easy_digits 2.
+Off-policy variants, as TRL implements them (on-policy each has GRPO's gradient): GSPO (Zheng et
+al. 2025) `--ratio_level sequence`, one ratio per response, exp of its mean token log-ratio;
+CISPO (MiniMax-M1, 2025) `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi, a damped
+gradient where the clip gives none; RLOO (Ahmadian et al. 2024) `--baseline leave_one_out`.
+Also: --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy), --abstain_reward 0.3.
 Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
 in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
 """
@@ -50,7 +53,7 @@ from evaluation import evaluate
 from toy_model import (ABSTENTION, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, masked_normalize, reward_fn)
 
-LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip")
+LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
 
 
@@ -71,6 +74,8 @@ class Config:
     # --- algorithm ---
     loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # CS336: -r logp, -A logp, clipped or plain ratio
     use_std_normalization: bool = True  # divide A by the group std (Dr. GRPO drops it)
+    baseline: Literal["group_mean", "leave_one_out"] = "group_mean"  # leave_one_out: RLOO
+    ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's one ratio per response
     advantage_eps: float = 1e-6  # added to the group std: never a division by 0
     length_normalization: Literal[LENGTH_NORMALIZATIONS] = "sequence_mean"  # or Dr. GRPO, DAPO
     normalize_constant: float | None = None  # Dr. GRPO's `constant` divisor; None: max_new_tokens
@@ -117,14 +122,14 @@ PRESETS = {"cs336": dict(
     lr_schedule="constant", warmup_steps=0, weight_decay=0.0, beta1=0.9, beta2=0.95, beta=0.0)}
 
 
-# ----------------------------------------------------------------------------------------------
-# The algorithm (CS336 Assignment 5 names, arguments and reductions)
-# ----------------------------------------------------------------------------------------------
+# --- The algorithm (CS336 Assignment 5 names, arguments and reductions) -------------------------
 def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_ground_truths,
-                                     group_size, advantage_eps, normalize_by_std):
+                                     group_size, advantage_eps, normalize_by_std, *,
+                                     leave_one_out=False):
     """Score every response and normalise its reward within its group. Responses of one prompt
-    are consecutive: rows g*G ... g*G + G - 1. A = r - group mean, divided by the group's unbiased
-    std + advantage_eps if normalize_by_std. Returns (advantages, raw_rewards, metadata), (B,)."""
+    are consecutive: rows g*G ... g*G + G - 1. A = r - baseline, the group mean (leave_one_out,
+    RLOO: the mean of the group's other rewards), divided by the group's unbiased std +
+    advantage_eps if normalize_by_std. Returns (advantages, raw_rewards, metadata), (B,)."""
     runs.require(len(rollout_responses) % group_size == 0 and (group_size >= 2 or not
                  normalize_by_std), "responses must be groups of group_size, and a std needs 2")
     scores = [reward_fn(r, g) for r, g in zip(rollout_responses, repeated_ground_truths)]
@@ -132,7 +137,11 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
     spread = grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values
     # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
-    centered = torch.where(spread > 0, grouped - grouped.mean(dim=1, keepdim=True), 0.0)
+    if leave_one_out:  # mean of the other G - 1: (sum - r_i) / (G - 1)
+        baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    else:
+        baseline = grouped.mean(dim=1, keepdim=True)
+    centered = torch.where(spread > 0, grouped - baseline, 0.0)
     if normalize_by_std:
         centered = centered / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased std
     metadata = {"reward": raw_rewards.mean().item(),
@@ -148,12 +157,22 @@ def compute_naive_policy_gradient_loss(raw_rewards_or_advantages, policy_log_pro
     return -raw_rewards_or_advantages * policy_log_probs
 
 
+def importance_ratio(policy_log_probs, old_log_probs, response_mask=None, ratio_level="token"):
+    """pi_theta / pi_old per token, (B, T); or GSPO's per response, exp(mean token log-ratio)."""
+    log_ratio = policy_log_probs - old_log_probs  # (B, T)
+    if ratio_level == "sequence":
+        log_ratio = masked_mean(log_ratio, response_mask, dim=-1).unsqueeze(-1)  # (B, 1)
+    return torch.exp(log_ratio)
+
+
 def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange,
-                           cliprange_high=None):
+                           cliprange_high=None, response_mask=None, ratio_level="token"):
     """PPO's clipped surrogate per token: -min(rho A, clip(rho, 1 - eps, 1 + eps_high) A).
     advantages (B, 1); log-probs (B, T). cliprange_high (DAPO's clip-higher, not in CS336)
-    defaults to cliprange. Returns (loss (B, T), metadata with the ratio and the clipped tokens)."""
-    ratio = torch.exp(policy_log_probs - old_log_probs)  # (B, T)
+    defaults to cliprange; ratio_level "sequence" is GSPO's (needs response_mask). Returns
+    (loss (B, T), metadata with the ratio and the clipped tokens)."""
+    ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+    ratio = ratio.expand_as(policy_log_probs)  # (B, T): a sequence ratio on each of its tokens
     high = cliprange if cliprange_high is None else cliprange_high
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - cliprange, 1 + high) * advantages
@@ -161,19 +180,36 @@ def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprang
     return -torch.minimum(unclipped, clipped), metadata
 
 
+def compute_cispo_loss(advantages, policy_log_probs, old_log_probs, cliprange_high,
+                       response_mask=None, ratio_level="token"):
+    """CISPO per token: -sg(min(rho, 1 + eps_high)) A log pi, the capped ratio a detached weight:
+    a token past the cap gets a damped gradient, where PPO's clip gives none. (loss, metadata)."""
+    ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+    ratio = ratio.expand_as(policy_log_probs).detach()  # (B, T)
+    weight = torch.clamp(ratio, max=1 + cliprange_high)
+    metadata = {"ratio": ratio, "clipped": ratio > 1 + cliprange_high}
+    return -weight * advantages * policy_log_probs, metadata
+
+
 def compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards=None, advantages=None,
-                                 old_log_probs=None, cliprange=None, cliprange_high=None):
+                                 old_log_probs=None, cliprange=None, cliprange_high=None,
+                                 response_mask=None, ratio_level="token"):
     """Dispatch on loss_type; returns (per-token loss (B, T), metadata)."""
+    high = cliprange if cliprange_high is None else cliprange_high
     if loss_type == "no_baseline":  # REINFORCE on the raw reward
         return compute_naive_policy_gradient_loss(raw_rewards, policy_log_probs), {}
     if loss_type == "reinforce_with_baseline":  # REINFORCE on the group-normalised advantage
         return compute_naive_policy_gradient_loss(advantages, policy_log_probs), {}
     if loss_type == "grpo_clip":
         return compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange,
-                                      cliprange_high)
+                                      cliprange_high, response_mask, ratio_level)
     if loss_type == "grpo_no_clip":  # CS336's ablation: the importance-weighted loss, unclipped
-        ratio = torch.exp(policy_log_probs - old_log_probs)
+        ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
+        ratio = ratio.expand_as(policy_log_probs)
         return -ratio * advantages, {"ratio": ratio.detach()}
+    if loss_type == "cispo":
+        return compute_cispo_loss(advantages, policy_log_probs, old_log_probs, high,
+                                  response_mask, ratio_level)
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
@@ -181,20 +217,17 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
                                loss_type, raw_rewards=None, advantages=None, old_log_probs=None,
                                cliprange=None, *, cliprange_high=None, ref_log_probs=None, beta=0.0,
                                kl_estimator="k3", length_normalization="sequence_mean",
-                               normalize_constant=1.0, batch_response_tokens=None):
-    """One micro-batch of GRPO: per-token loss, reduce, scale, backward once; (loss, metadata).
-    Per-token loss = policy-gradient loss + beta * KL to the reference (if ref_log_probs is given).
-    Reductions (keyword-only extras, defaults are CS336's):
-      sequence_mean (DeepSeekMath, CS336): masked mean per sequence, mean over the micro-batch,
-          divided by gradient_accumulation_steps;
-      constant (Dr. GRPO): masked sum per sequence / normalize_constant, then the same;
-      token_mean (DAPO): masked sum over the micro-batch / the response-token count of the WHOLE
-          train batch, so that k micro-batches add up to one batch's token mean. A micro-batch
-          cannot see the others' tokens: pass that count as batch_response_tokens. Without it,
-          this micro-batch's count x gradient_accumulation_steps is used (exact if counts match)."""
+                               normalize_constant=1.0, batch_response_tokens=None,
+                               ratio_level="token"):
+    """One micro-batch of GRPO: per-token loss (+ beta * KL to the reference if ref_log_probs is
+    given), reduce, scale, backward once; (loss, metadata). Reductions (defaults are CS336's):
+    sequence_mean (DeepSeekMath, CS336): masked mean per sequence, mean over the micro-batch, / k
+    (gradient_accumulation_steps); constant (Dr. GRPO): masked sum per sequence / normalize_constant
+    then the same; token_mean (DAPO): masked sum / batch_response_tokens, the response-token count
+    of the WHOLE train batch (default: this micro-batch's count x k), so micro-batches add up."""
     loss_per_token, metadata = compute_policy_gradient_loss(
         policy_log_probs, loss_type, raw_rewards, advantages, old_log_probs, cliprange,
-        cliprange_high)
+        cliprange_high, response_mask, ratio_level)
     if ref_log_probs is not None:
         kl = kl_penalty(policy_log_probs, ref_log_probs, kl_estimator)  # (B, T)
         loss_per_token = loss_per_token + beta * kl
@@ -216,13 +249,10 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
     return loss.detach(), metadata
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
+# --- Training ----------------------------------------------------------------------------------
 @torch.inference_mode()
 def log_probs_without_grad(model, input_ids, labels, temperature, rows_per_pass):
-    """get_response_log_probs with no gradient, rows_per_pass rows (a micro-batch's memory) at a
-    time: the same (B, P + T - 1) log-probs as one pass over all B rows."""
+    """get_response_log_probs without gradient, rows_per_pass rows at a time: (B, P + T - 1)."""
     return torch.cat([get_response_log_probs(model, input_ids[i:i + rows_per_pass],
                                              labels[i:i + rows_per_pass],
                                              temperature=temperature)["log_probs"]
@@ -230,8 +260,7 @@ def log_probs_without_grad(model, input_ids, labels, temperature, rows_per_pass)
 
 
 def scored_reward(response, ground_truth, cfg):
-    """The r1_zero reward (with --abstain_reward, --wrong_reward), plus format_reward_weight x the
-    format reward (R1's format reward; 0 by default, as in CS336)."""
+    """r1_zero's reward (with --abstain_reward, --wrong_reward) + format_reward_weight x format."""
     r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
     return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
 
@@ -252,12 +281,11 @@ def train(cfg: Config) -> dict:
                                   weight_decay=cfg.weight_decay)
     P, G, B = task.prompt_len, cfg.group_size, cfg.rollout_batch_size  # B = n_prompts x G
     micro_size = cfg.train_batch_size // cfg.gradient_accumulation_steps
-    # One optimizer step per rollout batch: pi_old is the policy being trained (see step 3).
-    on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == cfg.rollout_batch_size
+    on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == B  # 1 step a batch
     loss_options = dict(  # the loss's fixed settings; Dr. GRPO's constant defaults to the budget
         cliprange=cfg.cliprange, cliprange_high=cfg.cliprange_high, beta=cfg.beta,
         kl_estimator=cfg.kl_estimator, length_normalization=cfg.length_normalization,
-        normalize_constant=cfg.normalize_constant or max_new)
+        normalize_constant=cfg.normalize_constant or max_new, ratio_level=cfg.ratio_level)
     scored = lambda response, answer: scored_reward(response, answer, cfg)  # the run's reward
     log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}")
     samples = log.start(*evaluate(policy, tokenizer, task.test, max_new))
@@ -283,7 +311,8 @@ def train(cfg: Config) -> dict:
                          for row, n in zip(response_ids.tolist(), lengths.tolist())]
             ground_truths = [p.answer for p in problems for _ in range(G)]
             advantages, rewards, reward_meta = compute_group_normalized_rewards(
-                scored, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization)
+                scored, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization,
+                leave_one_out=cfg.baseline == "leave_one_out")
             advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
             # 3. Old and reference log-probs, once per rollout batch, no gradient.

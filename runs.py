@@ -275,8 +275,9 @@ def setup(cfg, make_start=None):
     RL scripts pass sft.train_if_missing, which trains the default SFT checkpoint if it is missing)
     before seeding, so that a run's numbers do not depend on whether that checkpoint was made in
     this process; then seed and build the task and the tokenizer."""
-    require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other")
-    check_out_dir(cfg.out_dir, cfg.overwrite or cfg.resume)
+    resume = getattr(cfg, "resume", False)  # the TRL scripts have no --resume
+    require(not (resume and cfg.overwrite), "--resume and --overwrite exclude each other")
+    check_out_dir(cfg.out_dir, cfg.overwrite or resume)
     device = pick_device(cfg.device)
     if make_start is not None:
         make_start(cfg)

@@ -319,6 +319,9 @@ VARIANTS = [
     dict(beta=0.04, kl_estimator="k3"),
     dict(beta=0.04, kl_estimator="k1", temperature=0.7),
     dict(format_reward_weight=0.1, min_new_tokens=2, max_new_tokens=20, advantage_eps=1e-4),
+    dict(loss_type="cispo", epochs_per_rollout_batch=2, cliprange_high=0.28),  # CISPO
+    dict(ratio_level="sequence", train_batch_size=16, cliprange=3e-4, cliprange_high=4e-4),  # GSPO
+    dict(baseline="leave_one_out", use_std_normalization=False),  # RLOO
 ]
 
 

@@ -7,8 +7,8 @@
    `python X.py ...` or `python -m experiments ...`, parses with that script's own parser, and
    nothing runs: a misspelt, abbreviated or out-of-range flag fails, and so does an experiment
    that is not in experiments.EXPERIMENTS. sft/grpo/dpo/ppo/bench go through
-   `runs.parse_config(module.Config, argv)`; gae.py and experiments/__main__.py through the
-   argparse parser their `main` builds, stopped right after parsing.
+   `runs.parse_config(module.Config, argv)`; gae.py, export_hf.py and experiments/__main__.py
+   through the argparse parser their `main` builds, stopped right after parsing.
 3. Every in-page anchor (#section) names a heading, and every image exists.
 
 When code moves, `python tests/test_readme.py --fix` rewrites the line numbers of the links it can
@@ -226,7 +226,7 @@ def check_command(script: str, argv: list[str]) -> None:
     module = importlib.import_module(f"{package}.__main__" if package else script[:-3])
     uses_config = dataclasses.is_dataclass(getattr(module, "Config", None))
     # Only scripts whose main builds an argparse parser first may be called: anything else would run.
-    assert uses_config or script in ("gae.py", "-m experiments"), \
+    assert uses_config or script in ("gae.py", "-m experiments", "export_hf.py"), \
         f"{script}: no Config dataclass; teach tests/test_readme.py how to parse its flags"
     parsers, original = [], argparse.ArgumentParser.parse_args
 
@@ -234,7 +234,7 @@ def check_command(script: str, argv: list[str]) -> None:
         parsers.append(self)
         parsed = original(self, args, namespace)
         if not uses_config:
-            raise _Parsed(parsed)  # gae.main, experiments' main: stop before they run
+            raise _Parsed(parsed)  # gae.main, experiments' and export_hf's main: stop before run
         return parsed
 
     out, namespace = io.StringIO(), None
