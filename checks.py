@@ -122,6 +122,10 @@ def check_grpo(cfg) -> None:
             "--beta and --format_reward_weight must be >= 0")
     require(cfg.abstain_reward is None or 0 <= cfg.abstain_reward < 1,
             "--abstain_reward must be in [0, 1): abstaining must pay less than a right answer")
+    require(not (cfg.drop_equal_reward_groups and cfg.loss_type == "no_baseline"),
+            "--drop_equal_reward_groups drops groups whose advantage is 0; with --loss_type "
+            "no_baseline the raw reward is the weight, and an all-right group still carries a "
+            "gradient")
     require(cfg.wrong_reward <= 0, "--wrong_reward must be <= 0")
     require(cfg.abstain_reward is None or cfg.wrong_reward < cfg.abstain_reward,
             "--wrong_reward must be below --abstain_reward")
@@ -131,6 +135,7 @@ def check_grpo(cfg) -> None:
 
 
 def check_expert_iteration(cfg) -> None:
+    require(cfg.preset in ("none", "cs336"), "--preset must be one of none, cs336")
     require(cfg.log_every >= 1, "--log_every must be >= 1")
     require(1 <= cfg.digits <= 6, "--digits must be between 1 and 6")
     require(min(cfg.n_test, cfg.n_ei_steps, cfg.questions_per_step, cfg.group_size, cfg.sft_epochs,

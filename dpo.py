@@ -10,9 +10,11 @@ frozen SFT reference, r(x, y) = beta log pi_theta(y|x) / pi_ref(y|x)):
              + lambda * E [ - log pi_theta(y_w|x) / |y_w| ]          (RPO's NLL term, weight lambda)
 
 log pi(y|x) is the sum of the response tokens' log-probs; prompt tokens never count. At the start
-pi_theta = pi_ref, so every reward is 0 and the first loss is ln 2 = 0.6931.
+pi_theta = pi_ref, so every implicit reward is 0: the first sigmoid or robust loss is
+ln 2 = 0.6931 (plus lambda times the chosen responses' NLL).
 
-Default: sigmoid DPO, beta 0.1, plus the NLL term with weight 1 (RPO, Pang et al. 2024). Departures
+Default: sigmoid DPO, beta 0.1, plus the NLL term with weight 1 (RPO, Pang et al. 2024); the other
+loss types default to weight 0, their papers' pure losses (`--nll_weight` sets any). Departures
 from the DPO paper: the preference set is the policy's own samples (temperature 0.7) judged by a
 verifier, not human labels; the NLL term is on by default because without it both log-probs fall
 (DPO only needs their *difference* to grow) and greedy accuracy collapses (below); one pair per
@@ -20,7 +22,8 @@ prompt, the rejected one formatted where possible; AdamW with cosine learning-ra
 Variants (--loss_type, formulas as in TRL's DPOTrainer, but on summed log-probs throughout):
 sigmoid with --label_smoothing eps is conservative DPO (cDPO); robust is the unbiased robust DPO
 of Chowdhury et al. 2024 (eps < 0.5); ipo (Azar et al. 2023) regresses the log-ratio margin onto
-1/(2 beta) (TRL averages IPO's log-probs over tokens); hinge is SLiC's max(0, 1 - beta h); simpo
+1/(2 beta) (TRL averages IPO's log-probs over tokens); hinge is TRL's max(0, 1 - beta h) on the
+log-ratio margin h (SLiC-HF's hinge, which uses the policy's log-probs without a reference); simpo
 (Meng et al. 2024) has no reference, divides each log-prob by the response length and asks for a
 reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_type simpo
 --beta 2 --simpo_gamma 1; not tuned here).
@@ -34,8 +37,6 @@ every flag.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -45,8 +46,10 @@ import torch.nn.functional as F
 
 import checks
 import runs
-from toy_model import (encode_prompts, evaluate, generate, get_response_log_probs,
-                       masked_normalize, reward_fn, tokenize_prompt_and_output)
+import sft
+from evaluation import evaluate
+from toy_model import (encode_prompts, generate, get_response_log_probs, masked_normalize,
+                       reward_fn, tokenize_prompt_and_output)
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Config:
     beta: float = 0.1  # strength of the implicit KL to the reference (SimPO: reward scale)
     label_smoothing: float = 0.0  # eps, assumed share of flipped labels (sigmoid: cDPO; robust)
     simpo_gamma: float = 1.0  # SimPO's target reward margin gamma
-    nll_weight: float = 1.0  # lambda: weight of the per-token NLL of the chosen response (RPO)
+    nll_weight: float | None = None  # lambda, the chosen response's NLL (RPO); None: 1 if sigmoid
     # --- optimisation ---
     steps: int = 200  # optimizer steps (epochs = steps * batch_size / pairs); lr schedule length
     batch_size: int = 64  # preference pairs per optimizer step
@@ -85,6 +88,8 @@ class Config:
     resume: bool = False  # continue the stopped run in out_dir from its last evaluation
 
     def __post_init__(self):
+        if self.nll_weight is None:  # RPO's NLL term with sigmoid DPO, the pure loss otherwise
+            self.nll_weight = 1.0 if self.loss_type == "sigmoid" else 0.0
         checks.check_dpo(self)  # every bad value exits 2 with one line
 
 
@@ -181,7 +186,7 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
                   / (1 - 2 * eps))
     elif loss_type == "ipo":  # squared loss: a finite target margin, so no push to infinity
         losses = (h - 1 / (2 * beta)) ** 2
-    elif loss_type == "hinge":  # SLiC: no gradient once the margin beta * h passes 1
+    elif loss_type == "hinge":  # TRL's: SLiC's hinge on h, no gradient once beta * h passes 1
         losses = torch.relu(1 - beta * h)
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}")
@@ -225,7 +230,7 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
 def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
     t0 = time.time()
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     policy = runs.load_policy(cfg, device)  # eval mode: pi_theta = pi_ref, the first loss is ln 2
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: frozen SFT model
 

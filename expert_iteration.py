@@ -23,10 +23,13 @@ clipping at 1.0, one AdamW kept across EI steps. Departures from the handout:
   - the questions are fresh problems from an infinite generator; the held-out set is never sampled;
   - duplicate correct responses to one question are all kept (sampling frequency is the weight).
 `--teacher_checkpoint PATH` samples from a fixed model instead of the current policy: that is the
-rejection-sampling SFT (distillation) stage of DeepSeek-R1's pipeline (experiments.py r1_pipeline).
+rejection-sampling SFT (distillation) stage of DeepSeek-R1's pipeline
+(`python -m experiments r1_pipeline`).
 
 Run:   python expert_iteration.py        held-out accuracy and time in the README; needs
                                          out/sft/model.pt (sft.py's defaults train it if missing)
+       python expert_iteration.py --preset cs336   the handout's settings: 5 EI steps x 512
+                                         questions, temperature 1.0, at least 4 tokens
 Variants:  --questions_per_step  --group_size  --sft_epochs  --temperature  --min_new_tokens  --lr
 Outputs: out/expert_iteration/{metrics.csv, curves.png, model.pt, summary.json}.
 `python expert_iteration.py -h` lists every flag.
@@ -34,14 +37,17 @@ Outputs: out/expert_iteration/{metrics.csv, curves.png, model.pt, summary.json}.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 import checks
 import runs
+import sft
 from sft import sft_microbatch_train_step  # the SFT step, with CS336's reduction
-from toy_model import (encode_prompts, evaluate, extract_answer, generate, get_response_log_probs,
-                       reward_fn, tokenize_prompt_and_output)
+from evaluation import evaluate
+from toy_model import (encode_prompts, extract_answer, generate, get_response_log_probs, reward_fn,
+                       tokenize_prompt_and_output)
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Config:
     beta2: float = 0.98  # AdamW second-moment decay
     max_grad_norm: float = 1.0  # clip the global gradient norm to this (CS336)
     # --- run ---
+    preset: Literal["none", "cs336"] = "none"  # cs336: the handout's settings; explicit flags win
     seed: int = 0  # seeds sampling and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 1  # held-out greedy evaluation every N EI steps
@@ -79,6 +86,12 @@ class Config:
 
     def __post_init__(self):
         checks.check_expert_iteration(self)  # every bad value exits 2 with one line
+
+
+# CS336 Assignment 5's expert-iteration settings (5 steps of 512 questions, sampled at
+# temperature 1.0 with at least 4 tokens); the handout sweeps G and the SFT epochs.
+PRESETS = {"cs336": dict(n_ei_steps=5, questions_per_step=512, temperature=1.0,
+                         min_new_tokens=4)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +128,7 @@ def response_entropy(model, tokenizer, prompts, responses, temperature, rows_per
 # ----------------------------------------------------------------------------------------------
 def train(cfg: Config) -> dict:
     """Run expert iteration, evaluate, save. Returns the summary also written to summary.json."""
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     policy = runs.load_policy(cfg, device)  # in eval mode: no dropout
     sampler = policy  # Algorithm 2 samples from the current policy (R1's distillation: a teacher)
     if cfg.teacher_checkpoint is not None:
@@ -166,9 +179,10 @@ def train(cfg: Config) -> dict:
                         mask = batch["response_mask"].to(device)  # (len(rows), P + T - 1)
                         log_probs = get_response_log_probs(policy, batch["input_ids"].to(device),
                                                            batch["labels"].to(device))["log_probs"]
-                        # len(batch_rows) / len(rows) is the accumulation count when the batch
-                        # is full; a short last micro-batch then weighs each row like the others
-                        sft_microbatch_train_step(log_probs, mask, len(batch_rows) / len(rows))
+                        # CS336's gradient_accumulation_steps: how many micro-batches of this
+                        # size make the batch (a short last one weighs its rows like the others)
+                        microbatches_per_batch = len(batch_rows) / len(rows)
+                        sft_microbatch_train_step(log_probs, mask, microbatches_per_batch)
                         nll_sum -= (log_probs.detach() * mask).sum().item()
                         n_tokens += mask.sum().item()
                     opt_step += 1

@@ -23,10 +23,11 @@ carries no reward and no value and stops bootstrapping, and advantages are zero 
 
 Run:   python gae.py                 a table and out/gae/bias_variance.png (seconds)
        python gae.py --episodes 200  a quick look (noisier)
-The demonstration is Sutton and Barto's random walk (Example 6.2, Figure 12.3): 19 states in a
-row, start in the middle, step left or right with probability 1/2; leaving on the left pays -1,
-on the right +1, nothing else pays. With gamma = 1 the true value of state s is 2s/20 - 1. The
-critic is deliberately imperfect: it has learnt half the true slope and is 0.2 too optimistic.
+The demonstration is Sutton and Barto's 19-state random walk (Example 7.1; their Figure 12.3 runs
+TD(lambda) on it): 19 states in a row, start in the middle, step left or right with probability
+1/2; leaving on the left pays -1, on the right +1, nothing else pays. With gamma = 1 the true value
+of state s is 2s/20 - 1. The critic is deliberately imperfect: it has learnt half the true slope
+and is 0.2 too optimistic.
 Like the score in RLHF, the only reward arrives at the end. Over many episodes we measure, for
 each estimator, the bias and variance of its value target A_t + V(s_t) against the true V(s_t)
 (the advantage differs from it by V(s_t), fixed given the state, so it has the same bias and
@@ -39,7 +40,8 @@ import os
 import sys
 
 if sys.version_info < (3, 10):  # `X | None` types are evaluated at run time
-    sys.stderr.write("error: Python 3.10 or newer is needed (this is %d.%d)\n" % sys.version_info[:2])
+    sys.stderr.write("error: Python 3.10 or newer is needed (this is %d.%d)\n"
+                     % sys.version_info[:2])
     raise SystemExit(2)
 
 

@@ -12,45 +12,30 @@ group-normalised advantage. No critic: the group mean is the baseline.
     rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
 
 Two loops, as in the lecture's pseudo-code: the outer one samples a rollout batch (n prompts x G
-responses), rewards it and computes advantages and, once, the old and reference log-probs; the
-inner one runs `epochs_per_rollout_batch` passes over it, one AdamW step per train batch.
+responses), scores it and takes the old and reference log-probs once; the inner one runs
+`epochs_per_rollout_batch` passes over it, one AdamW step per train batch.
 
-Default variant: CS336's on-policy GRPO-Clip. One epoch, train batch = rollout batch, so each
-rollout batch gives exactly one optimizer step: pi_old = pi_theta, the ratio is 1, nothing is
-clipped, and the loss has the same gradient as REINFORCE with the group-mean baseline. The old
-log-probs are therefore taken, detached, from the training forward itself instead of an extra pass.
-Departures from the papers:
-  - DeepSeekMath: same advantage (unbiased std, as in CS336) and per-sequence mean, but no KL
-    penalty by default (beta 0: with a verifier the reference barely matters here, and its forward
-    pass would double the step time), and one step per rollout instead of several.
-  - Dr. GRPO drops the std division and the 1/|o_i|: `--no-use_std_normalization
-    --length_normalization constant` (sum over tokens divided by max_new_tokens).
-  - DAPO: `--cliprange_high 0.28`, `--length_normalization token_mean` (over the whole batch), and
-    dynamic sampling simplified to `--drop_equal_reward_groups` (no resampling).
-  - Sampling at temperature 0.3, a warm-up and a low peak lr (6e-5, cosine to 6e-6): hotter
-    sampling or a higher lr makes greedy accuracy fall for many steps first (docs/grpo.md).
-  - A row whose advantage is exactly 0 (its group's rewards are all equal) adds nothing to the
-    gradient when beta is 0, so it gets no forward or backward pass; the loss is still divided by
-    the whole batch, so the update is the same (`--no-skip_zero_advantage` trains every row).
-
-Other variants: --loss_type {no_baseline, reinforce_with_baseline, grpo_no_clip}; --beta 0.04
-(DeepSeekMath's KL; --kl_estimator k3 or k1); --epochs_per_rollout_batch 2 --train_batch_size 128
-(off-policy: the ratio and the clip matter); --abstain_reward 0.3 and --wrong_reward -1 (what
-"?" and a wrong answer score); --easy_digits 2 --hard_fraction 0.5 (easy and hard problems, the
-kind visible in the prompt; the checkpoint must have been trained with the same easy_digits).
-Three variants that matter off-policy only (on-policy every ratio is 1 and each has GRPO's
-gradient), as TRL implements them:
-  - GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization"): `--ratio_level sequence`,
-    one ratio per response, exp of the mean token log-ratio, clipped as a whole (the paper's clip
-    ranges are about 3e-4 and 4e-4, not 0.2).
-  - CISPO (MiniMax-M1, 2025): `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi: the
-    clipped ratio is a detached weight, so no token's gradient is dropped, only damped.
-  - RLOO (Kool et al. 2019; Ahmadian et al. 2024, "Back to Basics"): `--baseline leave_one_out`,
-    each response's baseline is the mean of the other G - 1 rewards: G / (G - 1) times the group-
-    mean advantage, an unbiased baseline (add --no-use_std_normalization for the paper's form).
-
-Run: python grpo.py (from out/sft/model.pt, which sft.py's defaults make if it is missing; its
-time and result are in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
+Default variant: on-policy GRPO-Clip, DeepSeekMath's advantage (unbiased std, as CS336) and
+per-sequence mean. One epoch, train batch = rollout batch: one optimizer step per rollout batch,
+so pi_old = pi_theta, the ratio is 1, nothing is clipped, and the gradient is REINFORCE's with the
+group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: docs/grpo.md):
+  - 64 prompts x G = 4 at temperature 0.3, lr 6e-5 after a 10-step warm-up, cosine to 6e-6, AdamW
+    beta2 0.98, 480 steps. `--preset cs336` is the handout's instead: G = 8 at 1.0, lr 1e-5
+    constant, beta2 0.95, 200 steps. At 1.0 this SFT model is right on few samples, so most groups
+    have no reward spread, and hotter sampling makes greedy accuracy fall for many steps first.
+  - No KL penalty by default (DeepSeekMath: beta 0.04, `--beta 0.04`): with a verifier the
+    reference barely matters here, and its forward pass would double the step time.
+  - Dr. GRPO: `--no-use_std_normalization --length_normalization constant`. DAPO: `--cliprange_high
+    0.28 --length_normalization token_mean --drop_equal_reward_groups` (no resampling).
+  - Speed only, the same update: with beta 0 a row whose advantage is exactly 0 gets no forward or
+    backward pass (`rows_with_a_gradient`; `--no-skip_zero_advantage` trains every row).
+Off-policy variants, as TRL implements them (on-policy each has GRPO's gradient): GSPO (Zheng et
+al. 2025) `--ratio_level sequence`, one ratio per response, exp of its mean token log-ratio;
+CISPO (MiniMax-M1, 2025) `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi, a damped
+gradient where the clip gives none; RLOO (Ahmadian et al. 2024) `--baseline leave_one_out`.
+Also: --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy), --abstain_reward 0.3.
+Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
+in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
 """
 from __future__ import annotations
 
@@ -59,11 +44,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.nn.utils import clip_grad_norm_
 
 import checks
 import runs
-from toy_model import (ABSTENTION, encode_prompts, evaluate, generate, get_response_log_probs,
-                       kl_penalty, masked_mean, masked_normalize, reward_fn)
+import sft
+from evaluation import evaluate
+from toy_model import (ABSTENTION, encode_prompts, generate, get_response_log_probs, kl_penalty,
+                       masked_mean, masked_normalize, reward_fn)
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
@@ -113,6 +101,7 @@ class Config:
     beta2: float = 0.98  # AdamW second-moment decay
     max_grad_norm: float = 1.0  # clip the global gradient norm to this
     # --- run ---
+    preset: Literal["none", "cs336"] = "none"  # cs336: the handout's settings; explicit flags win
     seed: int = 0  # seeds sampling and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 40  # held-out greedy evaluation (and KL when beta is 0) every N steps
@@ -126,23 +115,23 @@ class Config:
         checks.check_grpo(self)  # every bad value exits 2 with one line
 
 
-# ----------------------------------------------------------------------------------------------
-# The algorithm (CS336 Assignment 5 names, arguments and reductions)
-# ----------------------------------------------------------------------------------------------
+# CS336 Assignment 5's GRPO settings (--preset cs336 sets every flag not given explicitly)
+PRESETS = {"cs336": dict(
+    loss_type="reinforce_with_baseline", group_size=8, rollout_batch_size=256, temperature=1.0,
+    min_new_tokens=4, train_batch_size=256, epochs_per_rollout_batch=1, steps=200, lr=1e-5,
+    lr_schedule="constant", warmup_steps=0, weight_decay=0.0, beta1=0.9, beta2=0.95, beta=0.0)}
+
+
+# --- The algorithm (CS336 Assignment 5 names, arguments and reductions) -------------------------
 def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_ground_truths,
                                      group_size, advantage_eps, normalize_by_std, *,
                                      leave_one_out=False):
-    """Score every response and normalise its reward within its group.
-
-    Responses of one prompt are consecutive: rows g*G ... g*G + G - 1. A = r - group mean, divided
-    by the group's unbiased std + advantage_eps if normalize_by_std. leave_one_out (RLOO, not in
-    CS336): the baseline of r_i is the mean of the group's other rewards. Returns (advantages
-    (B,), raw_rewards (B,), metadata)."""
-    runs.require(group_size >= 2 or not normalize_by_std,
-                 "group_size 1 has no spread to normalise by: use group_size >= 2 or "
-                 "normalize_by_std=False")
-    runs.require(len(rollout_responses) % group_size == 0,
-                 "the number of responses must be a multiple of group_size")
+    """Score every response and normalise its reward within its group. Responses of one prompt
+    are consecutive: rows g*G ... g*G + G - 1. A = r - baseline, the group mean (leave_one_out,
+    RLOO: the mean of the group's other rewards), divided by the group's unbiased std +
+    advantage_eps if normalize_by_std. Returns (advantages, raw_rewards, metadata), (B,)."""
+    runs.require(len(rollout_responses) % group_size == 0 and (group_size >= 2 or not
+                 normalize_by_std), "responses must be groups of group_size, and a std needs 2")
     scores = [reward_fn(r, g) for r, g in zip(rollout_responses, repeated_ground_truths)]
     raw_rewards = torch.tensor([s["reward"] for s in scores])  # (B,)
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
@@ -169,8 +158,7 @@ def compute_naive_policy_gradient_loss(raw_rewards_or_advantages, policy_log_pro
 
 
 def importance_ratio(policy_log_probs, old_log_probs, response_mask=None, ratio_level="token"):
-    """pi_theta / pi_old per token, (B, T); or GSPO's per response, (B, 1): exp of the mean of
-    the response's token log-ratios (its length-normalised sequence ratio)."""
+    """pi_theta / pi_old per token, (B, T); or GSPO's per response, exp(mean token log-ratio)."""
     log_ratio = policy_log_probs - old_log_probs  # (B, T)
     if ratio_level == "sequence":
         log_ratio = masked_mean(log_ratio, response_mask, dim=-1).unsqueeze(-1)  # (B, 1)
@@ -180,7 +168,6 @@ def importance_ratio(policy_log_probs, old_log_probs, response_mask=None, ratio_
 def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange,
                            cliprange_high=None, response_mask=None, ratio_level="token"):
     """PPO's clipped surrogate per token: -min(rho A, clip(rho, 1 - eps, 1 + eps_high) A).
-
     advantages (B, 1); log-probs (B, T). cliprange_high (DAPO's clip-higher, not in CS336)
     defaults to cliprange; ratio_level "sequence" is GSPO's (needs response_mask). Returns
     (loss (B, T), metadata with the ratio and the clipped tokens)."""
@@ -195,9 +182,8 @@ def compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprang
 
 def compute_cispo_loss(advantages, policy_log_probs, old_log_probs, cliprange_high,
                        response_mask=None, ratio_level="token"):
-    """CISPO per token: -sg(min(rho, 1 + eps_high)) A log pi. The ratio is capped and detached:
-    a weight on REINFORCE's term, so a token past the cap still gets (a damped) gradient, where
-    PPO's clip would give it none. Returns (loss (B, T), metadata)."""
+    """CISPO per token: -sg(min(rho, 1 + eps_high)) A log pi, the capped ratio a detached weight:
+    a token past the cap gets a damped gradient, where PPO's clip gives none. (loss, metadata)."""
     ratio = importance_ratio(policy_log_probs, old_log_probs, response_mask, ratio_level)
     ratio = ratio.expand_as(policy_log_probs).detach()  # (B, T)
     weight = torch.clamp(ratio, max=1 + cliprange_high)
@@ -233,17 +219,12 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
                                kl_estimator="k3", length_normalization="sequence_mean",
                                normalize_constant=1.0, batch_response_tokens=None,
                                ratio_level="token"):
-    """One micro-batch of GRPO: per-token loss, reduce, scale, backward once; (loss, metadata).
-
-    Per-token loss = policy-gradient loss + beta * KL to the reference (if ref_log_probs is given).
-    Reductions (keyword-only extras, defaults are CS336's):
-      sequence_mean (DeepSeekMath, CS336): masked mean per sequence, mean over the micro-batch,
-          divided by gradient_accumulation_steps;
-      constant (Dr. GRPO): masked sum per sequence / normalize_constant, then the same;
-      token_mean (DAPO): masked sum over the micro-batch / the response-token count of the WHOLE
-          train batch, so that k micro-batches add up to one batch's token mean. A micro-batch
-          cannot see the others' tokens: pass that count as batch_response_tokens. Without it,
-          this micro-batch's count x gradient_accumulation_steps is used (exact if counts match)."""
+    """One micro-batch of GRPO: per-token loss (+ beta * KL to the reference if ref_log_probs is
+    given), reduce, scale, backward once; (loss, metadata). Reductions (defaults are CS336's):
+    sequence_mean (DeepSeekMath, CS336): masked mean per sequence, mean over the micro-batch, / k
+    (gradient_accumulation_steps); constant (Dr. GRPO): masked sum per sequence / normalize_constant
+    then the same; token_mean (DAPO): masked sum / batch_response_tokens, the response-token count
+    of the WHOLE train batch (default: this micro-batch's count x k), so micro-batches add up."""
     loss_per_token, metadata = compute_policy_gradient_loss(
         policy_log_probs, loss_type, raw_rewards, advantages, old_log_probs, cliprange,
         cliprange_high, response_mask, ratio_level)
@@ -268,48 +249,55 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
     return loss.detach(), metadata
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
+# --- Training ----------------------------------------------------------------------------------
 @torch.inference_mode()
 def log_probs_without_grad(model, input_ids, labels, temperature, rows_per_pass):
-    """get_response_log_probs with no gradient, rows_per_pass rows at a time: (B, P + T - 1).
-    The same log-probs as one pass over all B rows, for the memory of one micro-batch."""
+    """get_response_log_probs without gradient, rows_per_pass rows at a time: (B, P + T - 1)."""
     return torch.cat([get_response_log_probs(model, input_ids[i:i + rows_per_pass],
                                              labels[i:i + rows_per_pass],
                                              temperature=temperature)["log_probs"]
                       for i in range(0, len(input_ids), rows_per_pass)])
 
 
+def scored_reward(response, ground_truth, cfg):
+    """r1_zero's reward (with --abstain_reward, --wrong_reward) + format_reward_weight x format."""
+    r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
+    return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
+
+
+def rows_with_a_gradient(batch_rows, advantages):
+    """Speed only (--skip_zero_advantage): with beta 0 a row with advantage 0 has loss 0 whatever
+    theta is. The caller still divides by the whole batch, so the update is the same."""
+    return batch_rows[advantages[batch_rows] != 0]
+
+
 def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode: we train the very policy that sampled
-    reference = runs.load_policy(cfg, device).requires_grad_(False)  # pi_ref: the frozen start
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
+    policy = runs.load_policy(cfg, device)  # eval mode, no dropout: on-policy the ratio is 1
+    reference = runs.load_policy(cfg, device).requires_grad_(False)  # pi_ref: the frozen SFT model
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)
-    P, G, n_prompts = task.prompt_len, cfg.group_size, cfg.rollout_batch_size // cfg.group_size
+    P, G, B = task.prompt_len, cfg.group_size, cfg.rollout_batch_size  # B = n_prompts x G
     micro_size = cfg.train_batch_size // cfg.gradient_accumulation_steps
-    on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == cfg.rollout_batch_size
-    normalize_constant = cfg.normalize_constant or max_new  # Dr. GRPO: a constant, not |o_i|
-
-    def scored(response, ground_truth):  # the r1_zero reward, plus optional credit for format
-        r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
-        return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
-
-    log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {n_prompts} prompts x {G} | "
-                           f"kl_per_token = KL(pi || pi_ref){' on eval steps' * (cfg.beta == 0)}")
-    samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
+    on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == B  # 1 step a batch
+    loss_options = dict(  # the loss's fixed settings; Dr. GRPO's constant defaults to the budget
+        cliprange=cfg.cliprange, cliprange_high=cfg.cliprange_high, beta=cfg.beta,
+        kl_estimator=cfg.kl_estimator, length_normalization=cfg.length_normalization,
+        normalize_constant=cfg.normalize_constant or max_new, ratio_level=cfg.ratio_level)
+    scored = lambda response, answer: scored_reward(response, answer, cfg)  # the run's reward
+    log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}")
+    samples = log.start(*evaluate(policy, tokenizer, task.test, max_new))
     state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
     try:
         for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
-            lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule == "cosine")
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps,
+                                                   cfg.lr_schedule == "cosine"))
+            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
             # 1. Rollout: G responses to each of n fresh prompts from the current policy (pi_old).
             t_rollout = time.time()
-            problems = task.sample(n_prompts, rng)
+            problems = task.sample(B // G, rng)
             prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (n, P)
             response_ids, response_mask = generate(
                 policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id, num_samples=G,
@@ -331,19 +319,16 @@ def train(cfg: Config) -> dict:
             seq = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
             # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
             input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
-            old_log_probs = ref_log_probs = None  # on-policy, old = current: from the forward below
-            if not on_policy and cfg.loss_type in ("grpo_clip", "grpo_no_clip", "cispo"):
-                old_log_probs = log_probs_without_grad(policy, input_ids, labels, cfg.temperature,
-                                                       micro_size)[:, P - 1:]  # (B, T)
-            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
-            if cfg.beta > 0 or is_eval:  # with beta 0 the reference only measures KL on eval steps
-                ref_log_probs = log_probs_without_grad(reference, input_ids, labels,
-                                                       cfg.temperature, micro_size)[:, P - 1:]
+            # pi_old: on-policy it is the policy being trained, so its log-probs are the training
+            # forward's own, detached (step 4); off-policy they are fixed here, before any update.
+            old_log_probs = None if on_policy else log_probs_without_grad(
+                policy, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
+            ref_log_probs = None if cfg.beta == 0 and not is_eval else log_probs_without_grad(
+                reference, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
             kept = torch.arange(len(responses), device=device)  # rows to train on
             if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
                 kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
-            # With beta 0 a row with A = 0 has loss 0 whatever theta is: skip its forward and
-            # backward (not on eval steps, so that entropy and KL cover the whole batch).
+            # Speed only (rows_with_a_gradient); not on eval steps, which log entropy over all rows
             skip_zero = (cfg.skip_zero_advantage and cfg.beta == 0 and not is_eval
                          and cfg.loss_type != "no_baseline")
 
@@ -353,34 +338,30 @@ def train(cfg: Config) -> dict:
                 order = kept[torch.randperm(len(kept), device=device)]  # rows keep their advantage
                 for b in range(0, len(order), cfg.train_batch_size):
                     batch_rows = order[b:b + cfg.train_batch_size]
-                    # divisors: the whole batch, skipped rows too, so micro-batches add up to its
-                    # mean (gradient_accumulation_steps micro-batches unless rows were left out)
+                    # divisors: the whole train batch, so that its micro-batches add up to its mean
                     batch_size, batch_tokens = len(batch_rows), response_mask[batch_rows].sum()
                     if skip_zero:
-                        batch_rows = batch_rows[advantages[batch_rows] != 0]
+                        batch_rows = rows_with_a_gradient(batch_rows, advantages)
                     for m in range(0, len(batch_rows), micro_size):
                         rows = batch_rows[m:m + micro_size]
                         out = get_response_log_probs(policy, input_ids[rows], labels[rows],
                                                      return_token_entropy=True,
                                                      temperature=cfg.temperature)
                         log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
+                        # CS336's gradient_accumulation_steps: micro-batches of this size per batch
+                        microbatches_per_batch = batch_size / len(rows)
                         loss, meta = grpo_microbatch_train_step(
-                            log_probs, response_mask[rows], batch_size / len(rows),
+                            log_probs, response_mask[rows], microbatches_per_batch,
                             cfg.loss_type, raw_rewards=rewards[rows, None],
                             advantages=advantages[rows, None],
-                            old_log_probs=(log_probs.detach() if old_log_probs is None
+                            old_log_probs=(log_probs.detach() if on_policy
                                            else old_log_probs[rows]),
-                            cliprange=cfg.cliprange, cliprange_high=cfg.cliprange_high,
                             ref_log_probs=None if ref_log_probs is None else ref_log_probs[rows],
-                            beta=cfg.beta, kl_estimator=cfg.kl_estimator,
-                            length_normalization=cfg.length_normalization,
-                            normalize_constant=normalize_constant,
-                            batch_response_tokens=batch_tokens, ratio_level=cfg.ratio_level)
+                            batch_response_tokens=batch_tokens, **loss_options)
                         stats.add(loss, meta, response_mask[rows], out["token_entropy"][:, P - 1:])
-                    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                               cfg.max_grad_norm)
+                    grad_norm = clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
                     optimizer.step()
-                    # zeros, not None: an all-skipped batch still takes AdamW's step, as unskipped
+                    # zeros, not None: a batch whose rows were all skipped still takes AdamW's step
                     optimizer.zero_grad(set_to_none=False)
                     stats.optimizer_step(grad_norm.item())
 
@@ -388,17 +369,16 @@ def train(cfg: Config) -> dict:
             correct = reward_meta["answer_rewards"].to(device) == 1
             row = {"step": step, "lr": lr, **{k: reward_meta[k] for k in (
                        "reward", "format_reward", "answer_reward", "zero_spread_fraction")},
-                   "abstain_rate": sum(r == ABSTENTION for r in responses) / len(responses),
-                   "direct_rate": sum(r.startswith("<think></think>") for r in responses)
-                   / len(responses),
-                   "trained_fraction": ((advantages[kept] != 0).sum().item() if skip_zero
-                                        else len(kept)) / len(responses),
+                   "abstain_rate": responses.count(ABSTENTION) / B,
+                   "direct_rate": sum(r.startswith("<think></think>") for r in responses) / B,
+                   "trained_fraction": len(rows_with_a_gradient(kept, advantages) if skip_zero
+                                           else kept) / B,
                    **stats.row(measured_kl=ref_log_probs is not None),
                    "response_len": lengths.float().mean().item(),
                    "response_len_correct": runs.mean_or_none(lengths[correct]),
                    "response_len_incorrect": runs.mean_or_none(lengths[~correct]),
                    "tokens_per_second": tokens_per_second}
-            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, max_new)
                                      if is_eval else (None, samples))  # held-out, greedy
             log.step(row, SHOWN + (["abstain_rate"] if cfg.abstain_reward is not None else []),
                      eval_metrics)
@@ -407,7 +387,7 @@ def train(cfg: Config) -> dict:
                 runs.log_generations([{"prompt": problems[0].prompt, "response": r, "answer": a,
                                   **scored(r, a)} for r, a in group], G, f"a group at step {step}")
     except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task)
+        samples = log.interrupted(policy, tokenizer, task, max_new)
 
     return log.finish(policy, samples, "grpo", CURVES,
                       f"GRPO ({cfg.loss_type}), {cfg.digits}-digit addition")
@@ -422,10 +402,8 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("rollout response length", ["response_len_correct", "response_len_incorrect"]),
     ("token entropy: rollouts at --temperature, held-out greedy at 1", ["entropy", "eval_entropy"]),
     ("groups with zero reward spread", ["zero_spread_fraction"]),
-    ("clip fraction", ["clip_fraction"]),
-    ("gradient norm (before clipping)", ["grad_norm"]),
-    ("learning rate", ["lr"]),
-]
+    ("clip fraction", ["clip_fraction"]), ("gradient norm (before clipping)", ["grad_norm"]),
+    ("learning rate", ["lr"])]
 
 if __name__ == "__main__":
     runs.run_script(train, Config, __doc__)

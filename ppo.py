@@ -23,19 +23,16 @@ Then `ppo_epochs` passes of shuffled minibatches minimise, averaged over a minib
 with A_t whitened over the rollout's valid tokens (after the value targets were taken).
 
 Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et al. (2019) and
-"The N implementation details of RLHF with PPO" (Huang et al. 2024):
+"The N implementation details of RLHF with PPO" (Huang et al. 2024); the reasons: docs/ppo.md.
 - the score is the verifier; `--reward model` first trains a Bradley-Terry reward model (SFT body
   + scalar head, on right-vs-wrong pairs of SFT samples), its score normalised as Ziegler et al.;
-- rollouts at temperature 0.5 (at 1 too few are right); a fixed KL coefficient; no PPO-ptx;
-- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model)
-  with a zero scalar head and its own learning rate (1e-4; at 1e-3 its features are wrecked); both
-  networks share one backward and one AdamW, each gradient clipped on its own;
-- 2 epochs of one whole-rollout minibatch: the first step on-policy, the second off-policy,
-  where ratio and clip act (TRL: 4 epochs of 1, CleanRL: 4 of 4; docs/ppo.md);
-- a linear lr warm-up (a fresh Adam's first steps move every weight by ~lr); token-mean losses;
-  a rollout's epochs stop once KL(pi_old || pi_theta) after an epoch exceeds `target_kl`.
-The critic explains little of the return's variance (docs/ppo.md): judging a sum is hardly
-easier than doing it, so GAE works mostly as a learned baseline; GRPO drops the critic for that.
+- rollouts at temperature 0.5, a fixed KL coefficient, no PPO-ptx term;
+- the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model) with
+  a zero scalar head and its own, smaller learning rate; one backward and one AdamW for both
+  networks, each gradient clipped on its own;
+- 2 epochs of one whole-rollout minibatch: the first step on-policy, the second off-policy, where
+  ratio and clip act (TRL: 4 epochs of 1, CleanRL: 4 of 4); a linear lr warm-up; token-mean
+  losses; a rollout's epochs stop once KL(pi_old || pi_theta) after an epoch exceeds `target_kl`.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (docs/ppo.md)
@@ -51,12 +48,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 import checks
 import runs
+import sft
 from gae import gae_advantages, whiten
-from toy_model import (ScalarHead, compute_entropy, encode_prompts, evaluate, generate, kl_penalty,
+from reward_model import sequence_scores, train_reward_model
+from evaluation import evaluate
+from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, reward_fn)
 
 
@@ -113,16 +112,6 @@ class Config:
         checks.check_ppo(self)  # every bad value exits 2 with one line
 
 
-def response_log_probs(model, seq, prompt_len, temperature, entropy_grad=False):
-    """log pi(o_t | q, o_<t) and the entropy of pi at each response position, both (B, T). The
-    entropy carries a gradient only if asked (the bonus needs one when ent_coef > 0)."""
-    logits = model(seq[:, :-1])[:, prompt_len - 1:] / temperature  # (B, T, V): t predicts o_t
-    log_probs = torch.gather(F.log_softmax(logits, dim=-1), -1, seq[:, prompt_len:, None])
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = compute_entropy(logits)
-    return log_probs.squeeze(-1), entropy
-
-
 def compute_ppo_rewards(scores, kl, response_mask, beta):
     """r_t = -beta KL_t on every response token, plus the score on the last one: (B, T)"""
     rewards = -beta * kl * response_mask
@@ -149,9 +138,9 @@ def compute_value_loss(values, old_values, returns, cliprange_value):
     return 0.5 * torch.max(unclipped, clipped), {"clipped": clipped > unclipped}
 
 
-def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, old_log_probs,
-                              old_values, advantages, returns, cliprange, cliprange_value, vf_coef,
-                              ent_coef):
+def ppo_minibatch_train_step(policy_log_probs, entropy, values, response_mask, old_log_probs,
+                             old_values, advantages, returns, cliprange, cliprange_value, vf_coef,
+                             ent_coef):
     """One minibatch: policy loss + vf_coef * value loss - ent_coef * entropy, each a mean over the
     minibatch's valid tokens; backward once. Returns (loss, metadata) for the log."""
     pg_loss, pg_meta = compute_ppo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange)
@@ -176,7 +165,9 @@ def ppo_microbatch_train_step(policy_log_probs, entropy, values, response_mask, 
 def approx_kl(policy, seq, prompt_len, temperature, old_log_probs, response_mask) -> float:
     """KL(pi_old || pi_theta) per token over the whole rollout, after an epoch of updates (k3 on
     the rollout's own tokens): what target_kl stops on, as in CleanRL."""
-    log_ratio = response_log_probs(policy, seq, prompt_len, temperature)[0] - old_log_probs
+    log_probs = get_response_log_probs(policy, seq[:, :-1], seq[:, 1:],
+                                       temperature=temperature)["log_probs"]
+    log_ratio = log_probs[:, prompt_len - 1:] - old_log_probs
     return masked_mean(torch.expm1(log_ratio) - log_ratio, response_mask).item()
 
 
@@ -186,67 +177,11 @@ def explained_variance(values, returns, mask):
     return (1 - var(returns - values) / var(returns)).item() if var(returns) > 0 else float("nan")
 
 
-def bradley_terry_loss(chosen_rewards, rejected_rewards):
-    """-log sigmoid(r_chosen - r_rejected) = softplus(-(r_chosen - r_rejected)), mean over pairs."""
-    return F.softplus(-(chosen_rewards - rejected_rewards)).mean()
-
-
-def sequence_scores(reward_model, seq, prompt_len, response_mask):
-    """The reward model's scalar at each sequence's last response token: (B,)."""
-    last = prompt_len + response_mask.sum(dim=1).long() - 1  # position of end-of-text in seq
-    return reward_model(seq)[torch.arange(len(seq)), last]
-
-
-def train_reward_model(cfg, policy, task, tokenizer, rng, device):
-    """Bradley-Terry on (correct, incorrect) pairs of the SFT model's own samples. Returns the
-    reward model, frozen, and its score's mean and std on those samples (to normalise it)."""
-    problems = task.sample(cfg.rm_prompts, rng)
-    prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
-    P, k = prompt_ids.shape[1], cfg.rm_samples
-    response_ids, response_mask = generate(policy, prompt_ids, task.max_new_tokens,
-                                           tokenizer.eos_id, tokenizer.pad_id, num_samples=k,
-                                           temperature=cfg.temperature)
-    seq = torch.cat([prompt_ids.repeat_interleave(k, dim=0), response_ids], dim=1)  # (N k, P + T)
-    correct = [reward_fn(tokenizer.decode(ids[:m]), problems[i // k].answer)["reward"] == 1
-               for i, (ids, m) in enumerate(zip(response_ids.tolist(),
-                                                response_mask.sum(1).tolist()))]
-    pairs = []  # (chosen row, rejected row), rows of the same prompt
-    for i in range(len(problems)):
-        rows = range(i * k, (i + 1) * k)
-        pairs += list(zip([r for r in rows if correct[r]], [r for r in rows if not correct[r]]))
-    runs.require(len(pairs) >= 10, f"only {len(pairs)} preference pairs: raise --rm_prompts")
-    pairs = torch.tensor(pairs, device=device)  # (pairs, 2), prompts in order: the tail is held out
-    n_train = int(0.8 * len(pairs))
-    reward_model = ScalarHead(copy.deepcopy(policy))
-    optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.rm_lr,
-                                  betas=(cfg.beta1, cfg.beta2))
-    for rm_step in range(1, cfg.rm_steps + 1):
-        for group in optimizer.param_groups:  # the same warm-up as PPO's, for the same reason
-            group["lr"] = runs.lr_at(rm_step, cfg.rm_lr, cfg.warmup_steps, cfg.rm_steps, False)
-        batch = pairs[torch.randint(n_train, (cfg.rm_batch_size,))]  # (b, 2)
-        rows = batch.flatten()  # (2b,): chosen, rejected, chosen, ...
-        scores = sequence_scores(reward_model, seq[rows], P, response_mask[rows])
-        loss = bradley_terry_loss(scores[0::2], scores[1::2])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(reward_model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    reward_model.eval().requires_grad_(False)
-    with torch.inference_mode():
-        scores = sequence_scores(reward_model, seq, P, response_mask)  # (N k,)
-        held_out = pairs[n_train:]
-        accuracy = (scores[held_out[:, 0]] > scores[held_out[:, 1]]).float().mean().item()
-    print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples, "
-          f"{cfg.rm_steps} steps, last loss {loss.item():.3f}, held-out pair accuracy "
-          f"{accuracy:.3f}")
-    return reward_model, scores.mean().item(), scores.std().clamp_min(1e-6).item(), accuracy
-
-
 def train(cfg: Config, models: dict | None = None) -> dict:
     """Run PPO, evaluate, save. Returns the summary also written to summary.json; if `models` is
     given it receives the policy, reference and critic (the tests inspect them)."""
     t0 = time.time()
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     policy = runs.load_policy(cfg, device)  # eval mode: at the first minibatch the ratio is 1
     runs.check_response_budget(None, task, policy)  # the checkpoint holds enough positions
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
@@ -260,13 +195,11 @@ def train(cfg: Config, models: dict | None = None) -> dict:
         reward_model, rm_mean, rm_std, rm_accuracy = train_reward_model(
             cfg, policy, task, tokenizer, rng, device)
     log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
-                           f"{cfg.n_minibatches} minibatches | score: {cfg.reward} | "
-                           f"kl_per_token: KL(pi_old || pi_ref)", t0)
+                           f"{cfg.n_minibatches} minibatches | score: {cfg.reward}", t0)
     samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     state = runs.Resumable(cfg, log, rng, policy=policy, critic=critic, optimizer=optimizer)
     try:
         for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
-            lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cosine=False)
             for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
                 # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.
                 group["lr"] = runs.lr_at(step, peak, cfg.warmup_steps, cfg.steps, cosine=False)
@@ -279,6 +212,8 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                 num_samples=cfg.samples_per_prompt, temperature=cfg.temperature)  # (B, T) each
             seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0),
                              response_ids], dim=1)  # (B, P + T)
+            # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
+            input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
             response_mask = response_mask.float()
 
             # 2. Reward: a score per sequence; true correctness is logged whatever the score source.
@@ -297,9 +232,10 @@ def train(cfg: Config, models: dict | None = None) -> dict:
 
             # 3. Advantage: old and reference log-probs and values once per rollout, then GAE.
             with torch.inference_mode():
-                old_log_probs, _ = response_log_probs(policy, seq, P, cfg.temperature)  # (B, T)
-                ref_log_probs, _ = response_log_probs(reference, seq, P, cfg.temperature)  # (B, T)
-                values = critic(seq[:, :-1])[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
+                old_log_probs, ref_log_probs = (get_response_log_probs(
+                    model, input_ids, labels, temperature=cfg.temperature)["log_probs"][:, P - 1:]
+                    for model in (policy, reference))  # (B, T) each: pi_old and pi_ref
+                values = critic(input_ids)[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
                 kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask
                 rewards = compute_ppo_rewards(scores, kl, response_mask, cfg.beta)  # (B, T)
                 advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)
@@ -308,40 +244,45 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                     advantages = whiten(advantages, response_mask)
 
             # 4. Update: several epochs of shuffled minibatches against the fixed rollout.
-            stats = []
+            stats, epochs_run = [], 0
             for epoch in range(cfg.ppo_epochs):
                 for idx in torch.randperm(B, device=device).split(minibatch_size):
-                    log_probs, entropy = response_log_probs(policy, seq[idx], P, cfg.temperature,
-                                                            entropy_grad=cfg.ent_coef > 0)
-                    new_values = critic(seq[idx, :-1])[:, P - 1:]  # (b, T)
-                    _, meta = ppo_microbatch_train_step(
-                        log_probs, entropy, new_values, response_mask[idx], old_log_probs[idx],
-                        values[idx], advantages[idx], returns[idx], cfg.cliprange,
-                        cfg.cliprange_value, cfg.vf_coef, cfg.ent_coef)
+                    out = get_response_log_probs(policy, input_ids[idx], labels[idx],
+                                                 return_token_entropy=True,
+                                                 temperature=cfg.temperature,
+                                                 entropy_grad=cfg.ent_coef > 0)
+                    new_values = critic(input_ids[idx])[:, P - 1:]  # (b, T)
+                    _, meta = ppo_minibatch_train_step(
+                        out["log_probs"][:, P - 1:], out["token_entropy"][:, P - 1:], new_values,
+                        response_mask[idx], old_log_probs[idx], values[idx], advantages[idx],
+                        returns[idx], cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
+                        cfg.ent_coef)
                     meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(),
                                                                        cfg.max_grad_norm).item()
                     torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     stats.append(meta)
+                epochs_run += 1
                 kl_old_new = approx_kl(policy, seq, P, cfg.temperature, old_log_probs,
                                        response_mask)  # after this epoch, over the whole rollout
                 if cfg.target_kl is not None and kl_old_new > cfg.target_kl:
                     break  # the policy moved far enough from pi_old: sample a fresh rollout
 
             # 5. Log: rollout statistics, update statistics averaged over minibatches, eval every N.
-            row = {"step": step, "lr": lr, "score": scores.mean().item(),
+            row = {"step": step, "lr": optimizer.param_groups[0]["lr"],  # the policy's
+                   "score": scores.mean().item(),
                    "accuracy": sum(r["reward"] for r in true_rewards) / B,
                    "format_rate": sum(r["format_reward"] for r in true_rewards) / B,
                    "kl_per_token": masked_mean(kl, response_mask).item(),  # KL(pi_old || pi_ref)
                    "explained_variance": explained_variance(values, returns, response_mask),
                    "value_mean": masked_mean(values, response_mask).item(),
-                   "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epoch + 1,
+                   "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epochs_run,
                    "kl_old_new": kl_old_new,
                    **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
-            eval_metrics = None
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+                                     if step % cfg.eval_every == 0 or step == cfg.steps
+                                     else (None, samples))  # held-out, greedy
             log.step(row, SHOWN, eval_metrics)
             if step % cfg.samples_every == 0:
                 runs.log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
@@ -353,14 +294,19 @@ def train(cfg: Config, models: dict | None = None) -> dict:
 
     if models is not None:
         models.update(policy=policy, reference=reference, critic=critic)
-    last = [r for r in log.rows if r["step"] > 0][-10:]  # one step's explained variance is noisy
-    title = f"PPO ({cfg.reward} score), {cfg.digits}-digit addition"
-    return log.finish(policy, samples, "ppo", CURVES, title, {
-        "reward": cfg.reward, "final_kl_per_token": last[-1]["kl_per_token"] if last else None,
-        "final_explained_variance": last[-1]["explained_variance"] if last else None,
-        "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
-                                       if last else None),
-        **({"reward_model_pair_accuracy": rm_accuracy} if cfg.reward == "model" else {})})
+    extra = {"reward_model_pair_accuracy": rm_accuracy} if cfg.reward == "model" else {}
+    return log.finish(policy, samples, "ppo", CURVES, f"PPO ({cfg.reward} score), "
+                      f"{cfg.digits}-digit addition", summary_extras(cfg, log.rows, extra))
+
+
+def summary_extras(cfg, rows, extra):
+    """PPO's own summary.json fields: the last KL and explained variance, and their mean over the
+    last 10 steps (one step's explained variance is noisy)."""
+    last = [r for r in rows if r["step"] > 0][-10:]
+    return {"reward": cfg.reward, "final_kl_per_token": last[-1]["kl_per_token"] if last else None,
+            "final_explained_variance": last[-1]["explained_variance"] if last else None,
+            "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
+                                           if last else None), **extra}
 
 
 SHOWN = ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac", "kl_old_new",

@@ -15,7 +15,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,8 @@ import typing
 import numpy as np
 import torch
 
-from toy_model import (CHARS, EOS, GPT, SPECIALS, AdditionTask, GPTConfig, Tokenizer, evaluate)
+from evaluation import evaluate
+from toy_model import CHARS, EOS, GPT, SPECIALS, AdditionTask, GPTConfig, Tokenizer
 
 
 class UserError(ValueError):
@@ -95,9 +95,15 @@ def parse_config(config_cls, argv=None, description: str | None = None):
         else:
             g.add_argument(flag, type=kind, default=f.default, metavar=kind.__name__.upper(),
                            help=text)
-    args = parser.parse_args(argv)
+    values = vars(parser.parse_args(argv))
+    presets = getattr(sys.modules[config_cls.__module__], "PRESETS", {})
+    if values.get("preset", "none") != "none":  # the preset's values, except for explicit flags
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        explicit = vars(parser.parse_args(argv))
+        values.update({k: v for k, v in presets[values["preset"]].items() if k not in explicit})
     try:
-        return config_cls(**vars(args))
+        return config_cls(**values)
     except UserError as e:
         parser.error(str(e))
 
@@ -164,7 +170,10 @@ def machine_description() -> str:
 
 def provenance() -> str:
     """One line for the foot of a figure: the command that drew it, the code and the machine."""
-    command = " ".join(["python", os.path.basename(sys.argv[0])] + sys.argv[1:])
+    script = os.path.basename(sys.argv[0])
+    if script == "__main__.py":  # python -m PACKAGE
+        script = "-m " + os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+    command = " ".join(["python", script] + sys.argv[1:])
     code = "unknown code"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         here = os.path.dirname(os.path.abspath(__file__))
@@ -192,6 +201,13 @@ def set_seed(seed: int) -> np.random.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def set_lr(optimizer, lr: float) -> float:
+    """Set every parameter group's learning rate to lr; return lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, cosine: bool = True) -> float:
@@ -254,16 +270,17 @@ def load_checkpoint(path: str, digits: int | None = None, device="cpu") -> tuple
     return model.to(device), ckpt
 
 
-def setup(cfg):
-    """The start of every run: check the output folder and the device, make the SFT checkpoint if
-    it is the missing default (before seeding: a run's numbers must not depend on whether it was
-    made in this process), seed, and build the task and the tokenizer."""
+def setup(cfg, make_start=None):
+    """The start of every run: check the output folder and the device, call make_start(cfg) (the
+    RL scripts pass sft.train_if_missing, which trains the default SFT checkpoint if it is missing)
+    before seeding, so that a run's numbers do not depend on whether that checkpoint was made in
+    this process; then seed and build the task and the tokenizer."""
     resume = getattr(cfg, "resume", False)  # the TRL scripts have no --resume
     require(not (resume and cfg.overwrite), "--resume and --overwrite exclude each other")
     check_out_dir(cfg.out_dir, cfg.overwrite or resume)
     device = pick_device(cfg.device)
-    if hasattr(cfg, "sft_checkpoint"):
-        train_sft_if_missing(cfg.sft_checkpoint, cfg.digits, cfg.device)
+    if make_start is not None:
+        make_start(cfg)
     rng = set_seed(cfg.seed)
     task = AdditionTask(cfg.digits, cfg.n_test, **task_config(dataclasses.asdict(cfg)))
     return device, rng, task, Tokenizer()
@@ -277,18 +294,6 @@ def load_policy(cfg, device):
     require(trained_on == getattr(cfg, "easy_digits", None),
             f"checkpoint {cfg.sft_checkpoint} was trained with --easy_digits {trained_on}")
     return model.eval()
-
-
-def train_sft_if_missing(checkpoint: str, digits: int, device: str) -> None:
-    """The RL scripts start from `checkpoint`; if it is the default one (out/sft/model.pt) and does
-    not exist yet, train it first with sft.py's defaults. Any other missing path is an error."""
-    import sft
-    default = os.path.join(sft.Config.out_dir, "model.pt")
-    require(os.path.exists(checkpoint) or checkpoint == default,
-            f"checkpoint {checkpoint} not found (only the default {default} is trained when missing)")
-    if not os.path.exists(checkpoint):
-        print(f"no SFT checkpoint at {checkpoint}: training one first with sft.py's defaults")
-        sft.train(sft.Config(digits=digits, device=device))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,12 +404,14 @@ class RunLog(MetricLog):
                              + [f"{per_step:5.2f} s/step",
                                 f"{int(left // 60)}m{int(left % 60):02d}s left"]))
 
-    def interrupted(self, model, tokenizer, task) -> list[dict]:
-        """Ctrl-C: evaluate the model as it is and put that evaluation on the last logged row."""
+    def interrupted(self, model, tokenizer, task, max_new_tokens: int | None = None) -> list[dict]:
+        """Ctrl-C: evaluate the model as it is (with the run's response budget, by default the
+        task's) and put that evaluation on the last logged row."""
         self.was_interrupted = True
         done = self.rows[-1]["step"]
         print(f"\ninterrupted at step {done}: evaluating and saving what we have")
-        self.eval_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
+        self.eval_metrics, samples = evaluate(model, tokenizer, task.test,
+                                              max_new_tokens or task.max_new_tokens)
         self.rows[-1].update({f"eval_{k}": v for k, v in self.eval_metrics.items()})
         return samples
 

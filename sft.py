@@ -15,7 +15,7 @@ an infinite generator rather than a fixed data set, so there is no epoch and no 
 Run:   python sft.py                (time and result: README, Quick start)
        python sft.py --steps 1000   the same, trained to near-perfect accuracy
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
-Task knobs (off by default) for experiments.py: --easy_digits 2 --hard_fraction 0.05 (easy and
+Task knobs (off by default) for the experiments: --easy_digits 2 --hard_fraction 0.05 (easy and
 hard problems, the kind visible in the prompt), --direct_fraction 0.5 (answers with an empty
 scratchpad), --abstain_fraction 0.3 (the "?" abstention).
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
@@ -23,17 +23,16 @@ every flag.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
 from dataclasses import dataclass
 
 import torch
 
 import checks
 import runs
-from toy_model import (GPT, GPTConfig, evaluate, get_response_log_probs,
-                       masked_mean, masked_normalize, tokenize_prompt_and_output)
+from evaluation import evaluate
+from toy_model import (GPT, GPTConfig, get_response_log_probs, masked_mean, masked_normalize,
+                       tokenize_prompt_and_output)
 
 
 @dataclass
@@ -163,6 +162,20 @@ def train(cfg: Config) -> dict:
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
     return log.finish(model, samples, "sft", CURVES, f"SFT, {cfg.digits}-digit addition")
+
+
+def train_if_missing(cfg) -> None:
+    """The RL scripts start from cfg.sft_checkpoint; if it is the default one (out/sft/model.pt)
+    and does not exist yet, train it first with this file's defaults. Any other missing path is
+    an error."""
+    default = os.path.join(Config.out_dir, "model.pt")
+    runs.require(os.path.exists(cfg.sft_checkpoint) or cfg.sft_checkpoint == default,
+                 f"checkpoint {cfg.sft_checkpoint} not found (only the default {default} is "
+                 f"trained when missing)")
+    if not os.path.exists(cfg.sft_checkpoint):
+        print(f"no SFT checkpoint at {cfg.sft_checkpoint}: training one first with sft.py's "
+              f"defaults")
+        train(Config(digits=cfg.digits, device=cfg.device))
 
 
 CURVES = [  # curves.png: (panel title, metrics.csv columns)

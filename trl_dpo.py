@@ -33,7 +33,8 @@ import checks
 import dpo
 import export_hf
 import runs
-from toy_model import evaluate
+import sft
+from evaluation import evaluate
 
 D = dpo.Config  # our defaults, so that the two scripts cannot drift apart
 
@@ -52,7 +53,7 @@ class Config:
     loss_type: Literal["sigmoid", "hinge", "robust"] = D.loss_type  # preference loss
     beta: float = D.beta  # strength of the implicit KL to the reference
     label_smoothing: float = D.label_smoothing  # robust: assumed share of flipped labels
-    nll_weight: float = D.nll_weight  # weight of the chosen response's NLL (RPO)
+    nll_weight: float | None = None  # chosen response's NLL (RPO); None: 1 if sigmoid, as dpo.py
     # --- optimisation ---
     steps: int = D.steps  # optimizer steps
     batch_size: int = D.batch_size  # preference pairs per optimizer step
@@ -71,6 +72,8 @@ class Config:
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
 
     def __post_init__(self):
+        if self.nll_weight is None:  # as dpo.py: RPO's NLL with sigmoid, the pure loss otherwise
+            self.nll_weight = 1.0 if self.loss_type == "sigmoid" else 0.0
         checks.check_trl_dpo(self)  # every bad value exits 2 with one line
 
 
@@ -118,7 +121,7 @@ def train(cfg: Config) -> dict:
     from trl import DPOTrainer
 
     t0 = time.time()  # as dpo.py: wall_seconds includes building the preference set
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     reference = runs.load_policy(cfg, device).requires_grad_(False)
     # dpo.py's preference sets: the same calls in the same order give the same pairs.
     train_pairs, train_stats = dpo.build_preference_pairs(

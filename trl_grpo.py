@@ -30,7 +30,9 @@ import checks
 import export_hf
 import grpo
 import runs
-from toy_model import evaluate, reward_fn
+import sft
+from evaluation import evaluate
+from toy_model import reward_fn
 
 D = grpo.Config  # our defaults, so that the two scripts cannot drift apart
 
@@ -138,7 +140,7 @@ def train(cfg: Config) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks, seeds; makes out/sft if missing
+    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     policy = runs.load_policy(cfg, device)
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     start = os.path.join(cfg.out_dir, "start")

@@ -74,11 +74,11 @@ def render_experiments(missing):
     return "\n".join(head + rows) + "\n"
 
 
-def render_default(name, missing):
-    """One default run's result, for its algorithm page."""
-    d = load("defaults", name)
+def render_default(name, missing, kind="defaults"):
+    """One run's result (kind "defaults": CPU, or "gpu"), for its algorithm page."""
+    d = load(kind, name)
     if d is None:
-        missing.append(f"defaults/{name}.json")
+        missing.append(f"{kind}/{name}.json")
         return "missing\n"
     s = d["summary"]
     start = "0" if name == "sft" else f"{s['start_accuracy']:.3f}"
@@ -158,16 +158,53 @@ def render_bench(missing):
         f" wall time in the model (forward, backward, optimizer): {scripts}."]) + "\n"
 
 
+def render_gpu(missing):
+    """Every default run on a GPU (docs/results/gpu), for docs/performance.md."""
+    rows, machines = [], set()
+    for name in DEFAULTS + ["grpo_cs336", "expert_iteration_cs336"]:
+        d = load("gpu", name)
+        if d is None:
+            continue
+        s = d["summary"]
+        machines.add(d["machine"])
+        rows.append(f"| `{d['command']}` | {s['wall_seconds']:.0f} s |"
+                    f" {s['start_accuracy']:.3f} -> {s['final_accuracy']:.3f} |")
+    if not rows:
+        missing.append("gpu/*.json")
+        return "missing\n"
+    return "\n".join([f"Measured on {'; '.join(sorted(machines))}, one run each, each RL run from"
+                      " the SFT model trained there.", "",
+                      "| command | wall time | held-out accuracy, start -> end |", "|---|---|---|",
+                      *rows]) + "\n"
+
+
+def render_console(name, missing):
+    """The last console line of a default run, as the script prints it."""
+    d = load("defaults", name)
+    if d is None:
+        missing.append(f"defaults/{name}.json")
+        return "missing\n"
+    s = d["summary"]
+    return "\n".join([f"`{d['command']}` ends, on {d['machine']}, with", "", "```",
+                      f"done ({s['steps']} steps) in {s['wall_seconds']:.0f} s: held-out accuracy "
+                      f"{s['start_accuracy']:.3f} -> {s['final_accuracy']:.3f}, format "
+                      f"{s['final_format_rate']:.3f}; wrote out/{name}/", "```"]) + "\n"
+
+
 RENDERERS = {"defaults": render_defaults, "experiments": render_experiments,
-             "bench": render_bench}
+             "bench": render_bench, "gpu": render_gpu}
 
 
 def renderer(name):
     kind, _, arg = name.partition("-")
     if kind == "default" and arg:
         return lambda missing: render_default(arg, missing)
+    if kind == "gpu" and arg:
+        return lambda missing: render_default(arg, missing, "gpu")
     if kind == "experiment" and arg:
         return lambda missing: render_experiment(arg, missing)
+    if kind == "console" and arg:
+        return lambda missing: render_console(arg, missing)
     return RENDERERS[name]
 
 

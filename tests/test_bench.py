@@ -4,7 +4,7 @@ import math
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 # The keys (a dot is a nested object) and a few more; script names keep their ".py".
 KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation", "uncached", "tokens_per_s"),
@@ -52,8 +52,7 @@ def test_script_flops_count_forwards_and_backwards():
 
 
 def test_bad_flag_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "bench.py", "--threads", "0", "--out", str(tmp_path / "b.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = run_in_process("bench.py", "--threads", "0", "--out", str(tmp_path / "b.json"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "b.json").exists()
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 import dpo
 from runs import UserError, load_checkpoint
 from toy_model import GPT, GPTConfig, Problem, Tokenizer, tokenize_prompt_and_output
+from conftest import run_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
@@ -281,13 +282,13 @@ def test_bad_input_exits_2_without_traceback(args, small_sft, tmp_path):
         args = ["--sft_checkpoint", str(tmp_path / "bad.pt")]
     elif args == ["--digits", "3"]:
         args = args + ["--sft_checkpoint", small_sft[0]]  # a 2-digit model
-    done = run_cli(*args)
+    done = run_in_process("dpo.py", *args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_help_lists_every_flag():
-    done = run_cli("-h")
+    done = run_in_process("dpo.py", "-h")
     assert done.returncode == 0, done.stderr
     for f in dpo.Config.__dataclass_fields__:
         assert f"--{f}" in done.stdout

@@ -1,7 +1,8 @@
-"""experiments.py: every registered experiment runs end to end in --quick mode (a few steps of each
+"""experiments/: every registered experiment runs end to end in --quick mode (a few steps of each
 training run, from the default 3-digit SFT checkpoint or its own SFT run) and writes its figure and
 results.json with its numbers and claim flags;
-an unknown name is one line and exit code 2."""
+an unknown name is one line and exit code 2; the reward model experiment's parts on known cases."""
+import importlib
 import json
 import math
 import os
@@ -12,6 +13,8 @@ import pytest
 import torch
 
 import experiments
+from experiments.__main__ import main
+from experiments.proxy_rewards import best_of_n, best_of_n_kl, comparison_pairs, pair_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
     checkpoint, _ = default_sft
     docs, out = tmp_path / "docs", tmp_path / "out"
-    results = experiments.main([name, "--quick", "--sft_checkpoint", checkpoint,
+    results = main([name, "--quick", "--sft_checkpoint", checkpoint,
                                 "--docs_dir", str(docs), "--out_dir", str(out)])
     png = docs / f"exp_{name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -45,7 +48,7 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
         assert saved["before_sft"]["n"] == 16 and saved["break_even_accuracy"] == pytest.approx(0.3)
 
 
-# The issue-13 experiments' numbers and claim flags (thresholds are constants in experiments.py).
+# Numbers and claim flags that these experiments must report (thresholds: constants in their files).
 EXPECTED_KEYS = {
     "abstain": ["before_sft", "after_grpo", "sft_abstains_at_random", "grpo_abstains_where_wrong",
                 "selective_accuracy_rises", "claim_holds"],
@@ -57,19 +60,38 @@ EXPECTED_KEYS = {
 }
 
 
-def test_unknown_name_is_one_line_and_exit_2():
-    run = subprocess.run([sys.executable, "experiments.py", "no_such_experiment"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2
-    assert run.stdout == ""
-    assert len(run.stderr.strip().splitlines()) == 1 and "no_such_experiment" in run.stderr
+@pytest.mark.parametrize("argv, named", [(["no_such_experiment"], "no_such_experiment"),
+                                         (["gae_lambda", "--quik"], "--quik"),
+                                         ([], "name an experiment")])
+def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and named in err
 
 
-def test_list_names_every_experiment():
-    run = subprocess.run([sys.executable, "experiments.py", "--list"], cwd=ROOT,
+def test_registry_holds_each_experiment_module_in_order():
+    assert list(experiments.EXPERIMENTS) == [
+        "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
+        "reward_model", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+    for name, (run, description) in experiments.EXPERIMENTS.items():
+        module = importlib.import_module(f"experiments.{name}")
+        assert run is module.run and description == module.DESCRIPTION
+        assert description and "\n" not in description
+
+
+def test_list_names_every_experiment(capsys):
+    main(["--list"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(experiments.EXPERIMENTS)
+
+
+def test_the_package_runs_as_a_module():
+    run = subprocess.run([sys.executable, "-m", "experiments", "--list"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0
-    assert [line.split()[0] for line in run.stdout.splitlines()] == list(experiments.EXPERIMENTS)
+    assert run.returncode == 0 and run.stdout.split()[0] == "gae_lambda"
 
 
 def test_best_of_n_kl_matches_monte_carlo():
@@ -81,29 +103,29 @@ def test_best_of_n_kl_matches_monte_carlo():
     def monte_carlo_kl(p, n, draws=100_000):
         scores = torch.randperm(len(p), generator=gen).float()  # distinct: one per outcome
         outcomes = torch.multinomial(p, draws * n, replacement=True, generator=gen).view(draws, n)
-        picked = outcomes.gather(1, experiments.best_of_n(scores[outcomes], n))  # (draws, 1)
+        picked = outcomes.gather(1, best_of_n(scores[outcomes], n))  # (draws, 1)
         q = torch.bincount(picked.flatten(), minlength=len(p)).float() / draws
         return (q[q > 0] * (q[q > 0] / p[q > 0]).log()).sum().item()
 
     many = 1 + torch.rand(100, generator=gen)
     for n in (2, 4, 16):
-        assert monte_carlo_kl(many / many.sum(), n) == pytest.approx(experiments.best_of_n_kl(n), abs=0.02)
-    assert experiments.best_of_n_kl(1) == 0
-    assert monte_carlo_kl(torch.full((3,), 1 / 3), 4) < experiments.best_of_n_kl(4) - 0.05
+        assert monte_carlo_kl(many / many.sum(), n) == pytest.approx(best_of_n_kl(n), abs=0.02)
+    assert best_of_n_kl(1) == 0
+    assert monte_carlo_kl(torch.full((3,), 1 / 3), 4) < best_of_n_kl(4) - 0.05
 
 
 def test_best_of_n_picks_the_highest_score_of_each_group_first_on_ties():
     scores = torch.tensor([[0.1, 0.9, 0.5, 2.0, 2.0, -1.0],
                            [3.0, 3.0, 3.0, -5.0, 7.0, 7.0]])
-    assert experiments.best_of_n(scores, 3).tolist() == [[1, 3], [0, 4]]
-    assert experiments.best_of_n(scores, 6).tolist() == [[3], [4]]
-    assert experiments.best_of_n(scores, 1).tolist() == [list(range(6))] * 2
+    assert best_of_n(scores, 3).tolist() == [[1, 3], [0, 4]]
+    assert best_of_n(scores, 6).tolist() == [[3], [4]]
+    assert best_of_n(scores, 1).tolist() == [list(range(6))] * 2
 
 
 def test_pair_accuracy_counts_right_over_wrong_pairs_of_one_prompt():
     scores = torch.tensor([[2.0, 1.0, 3.0], [0.0, 0.0, 5.0]])
     gold = torch.tensor([[1, 0, 0], [1, 0, 1]])
     # prompt 0: right 2.0 over wrong 1.0 (won), 3.0 (lost); prompt 1: 0 vs 0 (tie), 5 vs 0 (won)
-    assert experiments.pair_accuracy(scores, gold) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
-    assert experiments.pair_accuracy(scores, torch.ones_like(gold)) is None
-    assert experiments.comparison_pairs([1, 0, 0, 1, 1, 1, 0, 1], 4) == [(0, 1), (3, 2), (4, 6)]
+    assert pair_accuracy(scores, gold) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert pair_accuracy(scores, torch.ones_like(gold)) is None
+    assert comparison_pairs([1, 0, 0, 1, 1, 1, 0, 1], 4) == [(0, 1), (3, 2), (4, 6)]

@@ -10,7 +10,7 @@ import torch
 
 import expert_iteration as ei
 import sft
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from runs import load_checkpoint, parse_config
 from toy_model import (GPT, GPTConfig, Tokenizer, get_response_log_probs, reward_fn,
                        tokenize_prompt_and_output)
@@ -138,7 +138,7 @@ def test_cli_smoke_writes_all_outputs(small_sft, tmp_path):
 
 
 def test_help_lists_every_field():
-    r = run_cli("-h")
+    r = run_in_process("expert_iteration.py", "-h")
     assert r.returncode == 0
     for field in ei.Config.__dataclass_fields__:
         assert f"--{field}" in r.stdout
@@ -148,7 +148,7 @@ def test_help_lists_every_field():
                                   ["--temperature", "0"], ["--n_ei_steps", "0"], ["--lr", "0"],
                                   ["--sft_checkpoint", "/nonexistent/model.pt", "--digits", "2"]])
 def test_bad_input_exits_2_in_one_line(args, tmp_path):
-    r = run_cli(*args, "--device", "cpu", "--out_dir", str(tmp_path))
+    r = run_in_process("expert_iteration.py", *args, "--device", "cpu", "--out_dir", str(tmp_path))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

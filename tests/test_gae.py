@@ -1,12 +1,10 @@
 """gae.py: TD(0), Monte Carlo and GAE(lambda) on right-padded batches, whitening, and the demo."""
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import gae
-from conftest import ROOT
+from conftest import run_in_process
 
 
 def batch(seed=0, B=4, T=7):
@@ -127,7 +125,6 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
 
 
 def test_script_bad_flag_exits_2_without_traceback():
-    res = subprocess.run([sys.executable, "gae.py", "--no-such-flag"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    res = run_in_process("gae.py", "--no-such-flag")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == "gae.py: error: unrecognized arguments: --no-such-flag"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from runs import load_checkpoint
-from toy_model import (AdditionTask, Tokenizer, evaluate_pass_at_k, extract_answer, majority_vote,
-                       pass_at_k)
+from evaluation import evaluate_pass_at_k, majority_vote, pass_at_k
+from toy_model import AdditionTask, Tokenizer, extract_answer
 
 
 def test_golden_values():

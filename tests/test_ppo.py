@@ -13,10 +13,16 @@ import torch
 import torch.nn.functional as F
 
 import ppo
-from conftest import ROOT
+import reward_model
+from conftest import ROOT, run_in_process
 from gae import gae_advantages
 from runs import load_checkpoint, parse_config
-from toy_model import GPT, GPTConfig, ScalarHead, kl_penalty
+from toy_model import GPT, GPTConfig, ScalarHead, get_response_log_probs, kl_penalty
+
+
+def response_log_probs(model, seq, P):
+    """log pi(o_t) of the response tokens of (B, P + T) sequences: (B, T)."""
+    return get_response_log_probs(model, seq[:, :-1], seq[:, 1:])["log_probs"][:, P - 1:]
 
 # A few seconds per run: the small SFT model, few and small rollouts, a short held-out set.
 TINY = dict(digits=2, device="cpu", steps=3, prompts_per_step=16, n_minibatches=2, n_test=20,
@@ -60,8 +66,8 @@ def test_kl_reward_is_zero_when_policy_equals_reference(estimator):
     policy, seq, mask = toy_rollout()
     reference = copy.deepcopy(policy)
     with torch.inference_mode():
-        log_probs, _ = ppo.response_log_probs(policy, seq, 4, 1.0)
-        ref_log_probs, _ = ppo.response_log_probs(reference, seq, 4, 1.0)
+        log_probs = response_log_probs(policy, seq, 4)
+        ref_log_probs = response_log_probs(reference, seq, 4)
     kl = kl_penalty(log_probs, ref_log_probs, estimator)
     assert (kl == 0).all()
     scores = torch.randn(len(seq))
@@ -83,13 +89,14 @@ def test_first_minibatch_ratio_is_1_and_nothing_is_clipped():
     with torch.no_grad():
         critic.head.bias.fill_(0.3)  # non-zero values, so that the value clip is really exercised
     with torch.inference_mode():
-        old_log_probs, _ = ppo.response_log_probs(policy, seq, 4, 1.0)
+        old_log_probs = response_log_probs(policy, seq, 4)
         old_values = critic(seq[:, :-1])[:, 3:]
     advantages, returns = torch.randn(mask.shape), torch.randn(mask.shape) * 5
     idx = torch.tensor([4, 0, 2])  # a shuffled minibatch
-    log_probs, entropy = ppo.response_log_probs(policy, seq[idx], 4, 1.0)
+    out = get_response_log_probs(policy, seq[idx, :-1], seq[idx, 1:], return_token_entropy=True)
+    log_probs, entropy = out["log_probs"][:, 3:], out["token_entropy"][:, 3:]
     values = critic(seq[idx, :-1])[:, 3:]
-    _, meta = ppo.ppo_microbatch_train_step(log_probs, entropy, values, mask[idx], old_log_probs[idx],
+    _, meta = ppo.ppo_minibatch_train_step(log_probs, entropy, values, mask[idx], old_log_probs[idx],
                                             old_values[idx], advantages[idx], returns[idx], 0.2, 0.2, 0.5, 0.01)
     assert meta["ratio"] == pytest.approx(1.0, abs=1e-6)
     assert meta["clipfrac"] == 0 and meta["vf_clipfrac"] == 0
@@ -127,11 +134,11 @@ def test_explained_variance():
 
 def test_reward_model_loss_is_softplus_and_shift_invariant():
     chosen, rejected = torch.tensor([1.0, -0.5, 3.0]), torch.tensor([0.0, 0.5, 3.5])
-    loss = ppo.bradley_terry_loss(chosen, rejected)
+    loss = reward_model.bradley_terry_loss(chosen, rejected)
     expected = F.softplus(-(chosen - rejected)).mean()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     assert loss.item() == pytest.approx(-F.logsigmoid(chosen - rejected).mean().item(), abs=1e-6)
-    assert ppo.bradley_terry_loss(chosen + 7.0, rejected + 7.0).item() == pytest.approx(loss.item(), abs=1e-6)
+    assert reward_model.bradley_terry_loss(chosen + 7.0, rejected + 7.0).item() == pytest.approx(loss.item(), abs=1e-6)
 
 
 def test_scalar_head_starts_at_zero_and_reads_the_last_token():
@@ -140,7 +147,7 @@ def test_scalar_head_starts_at_zero_and_reads_the_last_token():
     assert (head(seq) == 0).all()
     with torch.no_grad():
         head.head.weight.normal_()
-    scores = ppo.sequence_scores(head, seq, 4, mask)
+    scores = reward_model.sequence_scores(head, seq, 4, mask)
     last = 4 + mask.sum(1).long() - 1
     torch.testing.assert_close(scores, head(seq)[torch.arange(len(seq)), last], atol=1e-6, rtol=0)
     torch.testing.assert_close(scores[:1], head(seq[:1, :last[0] + 1])[:, -1], atol=1e-5, rtol=0)
@@ -215,8 +222,7 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
 
 def test_script_bad_input_exits_2_without_traceback(tmp_path):
     for args in (["--no-such-flag"], ["--sft_checkpoint", str(tmp_path / "missing.pt")]):
-        res = subprocess.run([sys.executable, "ppo.py", *args, "--out_dir", str(tmp_path / "out")], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        res = run_in_process("ppo.py", *args, "--out_dir", str(tmp_path / "out"))
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -4,10 +4,11 @@
    and line range, and NAME lies inside that range: for a function or class defined in FILE its
    `def`/`class` line, otherwise the backticked code itself.
 2. Every command in the README's code (fenced blocks and inline spans) that runs a script,
-   `python X.py ...`, parses with that script's own parser, and nothing runs: a misspelt,
-   abbreviated or out-of-range flag fails. sft/grpo/dpo/ppo/bench go through
-   `runs.parse_config(module.Config, argv)`; gae.py, experiments.py and export_hf.py through the
-   argparse parser their `main` builds, stopped right after parsing.
+   `python X.py ...` or `python -m experiments ...`, parses with that script's own parser, and
+   nothing runs: a misspelt, abbreviated or out-of-range flag fails, and so does an experiment
+   that is not in experiments.EXPERIMENTS. sft/grpo/dpo/ppo/bench go through
+   `runs.parse_config(module.Config, argv)`; gae.py, export_hf.py and experiments/__main__.py
+   through the argparse parser their `main` builds, stopped right after parsing.
 3. Every in-page anchor (#section) names a heading, and every image exists.
 
 When code moves, `python tests/test_readme.py --fix` rewrites the line numbers of the links it can
@@ -188,7 +189,8 @@ def code_spans(text: str) -> list[tuple[int, str]]:
 
 
 def script_commands(text: str) -> list[tuple[int, str, list[str]]]:
-    """(README line, script, argv) for every `python X.py ...` in the README's code."""
+    """(README line, script, argv) for every `python X.py ...` in the README's code, and for every
+    `python -m PACKAGE ...` of a package of this repository (script: "-m PACKAGE")."""
     commands = []
     for number, code in code_spans(text):
         for part in re.split(r"&&|\|\||;|\|", code):
@@ -200,6 +202,9 @@ def script_commands(text: str) -> list[tuple[int, str, list[str]]]:
                 words = words[1:]  # environment variables before the command
             if len(words) >= 2 and words[0] in ("python", "python3") and words[1].endswith(".py"):
                 commands.append((number, words[1], words[2:]))
+            elif (len(words) >= 3 and words[0] in ("python", "python3") and words[1] == "-m"
+                  and os.path.isfile(os.path.join(ROOT, words[2], "__main__.py"))):
+                commands.append((number, f"-m {words[2]}", words[3:]))
     return commands
 
 
@@ -208,18 +213,20 @@ class _Parsed(Exception):
 
 
 def check_command(script: str, argv: list[str]) -> None:
-    """Parse argv with the script's own parser without running anything; AssertionError if it fails."""
-    path = os.path.join(ROOT, script)
+    """Parse argv with the script's own parser without running anything; AssertionError if it fails.
+    script is a file, "X.py", or a package run with -m, "-m PACKAGE" (its __main__.py)."""
+    package = script[3:] if script.startswith("-m ") else None
+    path = os.path.join(ROOT, package, "__main__.py") if package else os.path.join(ROOT, script)
     if script == "bench.py" and not os.path.exists(path):
         pytest.skip("bench.py does not exist yet: its README commands cannot be checked")
     assert os.path.isfile(path), f"{script} does not exist"
     if os.path.abspath(path) == os.path.abspath(__file__):
         assert argv == ["--fix"], f"python {script} takes only --fix"
         return
-    module = importlib.import_module(script[:-3])
+    module = importlib.import_module(f"{package}.__main__" if package else script[:-3])
     uses_config = dataclasses.is_dataclass(getattr(module, "Config", None))
     # Only scripts whose main builds an argparse parser first may be called: anything else would run.
-    assert uses_config or script in ("gae.py", "experiments.py", "export_hf.py"), \
+    assert uses_config or script in ("gae.py", "-m experiments", "export_hf.py"), \
         f"{script}: no Config dataclass; teach tests/test_readme.py how to parse its flags"
     parsers, original = [], argparse.ArgumentParser.parse_args
 
@@ -227,7 +234,7 @@ def check_command(script: str, argv: list[str]) -> None:
         parsers.append(self)
         parsed = original(self, args, namespace)
         if not uses_config:
-            raise _Parsed(parsed)  # gae.main, experiments.main, export_hf.main: stop before they run
+            raise _Parsed(parsed)  # gae.main, experiments' and export_hf's main: stop before run
         return parsed
 
     out, namespace = io.StringIO(), None
@@ -252,7 +259,7 @@ def check_command(script: str, argv: list[str]) -> None:
         flag = word.split("=", 1)[0]
         if word.startswith("-") and not re.fullmatch(r"-\d.*", word):
             assert flag in known, f"python {script} {' '.join(argv)}: {flag} is not a flag of {script}"
-    if script == "experiments.py" and namespace is not None and namespace.name is not None:
+    if script == "-m experiments" and namespace is not None and namespace.name is not None:
         assert namespace.name in module.EXPERIMENTS, f"{namespace.name} is not in experiments.EXPERIMENTS"
 
 
@@ -260,7 +267,8 @@ COMMANDS = [(f"{page} L{n}", s, a) for page in PAGES for n, s, a in script_comma
 
 
 def test_readme_has_commands():
-    assert {script for _, script, _ in COMMANDS} >= {"sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py"}
+    assert {script for _, script, _ in COMMANDS} >= {"sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py",
+                                                     "-m experiments"}
 
 
 @pytest.mark.parametrize("script, argv", [(s, a) for _, s, a in COMMANDS],
@@ -277,8 +285,9 @@ def test_readme_command_parses(script, argv):
     "python dpo.py --nll_weight -1",
     "python ppo.py --no-whiten_advantage",
     "python gae.py --episode 200",
-    "python experiments.py no_such_experiment",
-    "python experiments.py --lsit",
+    "python -m experiments no_such_experiment",
+    "python -m experiments --lsit",
+    "python -m experiments gae_lambda --quik",
 ])
 def test_command_check_catches_a_bad_command(command):
     (_, script, argv), = script_commands(f"`{command}`")

@@ -14,7 +14,7 @@ import grpo
 import ppo
 import runs
 import sft
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from toy_model import GPT, GPTConfig, generate
 
 TINY_SFT = dict(digits=2, n_layer=1, d_model=32, steps=40, eval_every=1000, samples_every=1000,
@@ -39,7 +39,7 @@ def test_out_dir_that_is_a_file_exits_2_before_training(tmp_path):
     target = tmp_path / "a_file"
     target.write_text("keep me")
     for out_dir in (target, target / "below"):
-        r = run_cli(os.path.join(ROOT, "sft.py"), "--out_dir", str(out_dir), "--device", "cpu")
+        r = run_in_process("sft.py", "--out_dir", str(out_dir), "--device", "cpu")
         assert r.returncode == 2, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "is a file" in r.stderr
         assert "step 1/" not in r.stdout  # refused before the first step
@@ -59,19 +59,20 @@ def test_unwritable_out_dir_is_refused_and_nothing_is_created(tmp_path, monkeypa
 
 def test_missing_checkpoint_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "grpo"
-    r = run_cli(os.path.join(ROOT, "grpo.py"), "--sft_checkpoint", str(tmp_path / "none.pt"),
-                "--out_dir", str(out), "--device", "cpu")
+    r = run_in_process("grpo.py", "--sft_checkpoint", str(tmp_path / "none.pt"),
+                       "--out_dir", str(out), "--device", "cpu")
     assert r.returncode == 2 and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not out.exists()
 
 
 def test_response_budget_too_short_for_an_answer_exits_2(small_sft, tmp_path):
-    r = run_cli(os.path.join(ROOT, "grpo.py"), "--sft_checkpoint", small_sft[0], "--digits", "2",
-                "--max_new_tokens", "5", "--out_dir", str(tmp_path / "g"), "--device", "cpu")
+    r = run_in_process("grpo.py", "--sft_checkpoint", small_sft[0], "--digits", "2",
+                       "--max_new_tokens", "5", "--out_dir", str(tmp_path / "g"), "--device", "cpu")
     assert r.returncode == 2 and "cannot hold every answer" in r.stderr, r.stderr
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     cfg = dict(TINY_SFT, steps=2, out_dir=str(tmp_path))
     sft.train(sft.Config(**cfg))
@@ -84,6 +85,7 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
 
 
 # ---------------------------------------------------------------- Ctrl-C
+@pytest.mark.slow
 def test_interrupt_evaluates_logs_and_says_the_same_step_everywhere(tmp_path, monkeypatch):
     calls = []
     real = sft.demonstrations
@@ -105,6 +107,7 @@ def test_interrupt_evaluates_logs_and_says_the_same_step_everywhere(tmp_path, mo
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_after_saving(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "sft.py"), "--digits", "2",
                              "--n_layer", "1", "--d_model", "32", "--steps", "100000",
@@ -127,14 +130,15 @@ def test_ctrl_c_exits_130_after_saving(tmp_path):
 
 
 # ---------------------------------------------------------------- one seed, one result
+@pytest.mark.slow
 def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / "sft" / "model.pt")
 
-    def make_sft(path, digits, device):  # what runs.setup does for a missing default checkpoint
-        if not os.path.exists(path):
-            sft.train(sft.Config(**dict(TINY_SFT, out_dir=os.path.dirname(path))))
+    def make_sft(cfg):  # what sft.train_if_missing does for a missing default checkpoint
+        if not os.path.exists(cfg.sft_checkpoint):
+            sft.train(sft.Config(**dict(TINY_SFT, out_dir=os.path.dirname(cfg.sft_checkpoint))))
 
-    monkeypatch.setattr(runs, "train_sft_if_missing", make_sft)
+    monkeypatch.setattr(sft, "train_if_missing", make_sft)
     in_process = grpo.train(grpo.Config(**TINY_GRPO, sft_checkpoint=checkpoint,
                                         out_dir=str(tmp_path / "a")))  # trains the SFT model first
     loaded = grpo.train(grpo.Config(**TINY_GRPO, sft_checkpoint=checkpoint,
@@ -148,8 +152,9 @@ def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, mo
 
 # ---------------------------------------------------------------- -h and the console
 @pytest.mark.parametrize("script", ["sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py", "bench.py"])
-def test_help_fits_80_columns(script):
-    r = run_cli(os.path.join(ROOT, script), "-h", env={"COLUMNS": "80"})
+def test_help_fits_80_columns(script, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    r = run_in_process(script, "-h")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
@@ -160,6 +165,7 @@ def test_help_fits_80_columns(script):
             assert ")" in line[line.index("(default:"):], line
 
 
+@pytest.mark.slow
 def test_console_prints_every_log_every_steps(tmp_path, capsys):
     sft.train(sft.Config(**dict(TINY_SFT, steps=12, log_every=5, eval_every=6,
                                 out_dir=str(tmp_path))))
@@ -204,13 +210,12 @@ def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp
         real = getattr(module, name)
 
         def wrapped(*args, **kw):
-            seen.append((module.__name__, name, kw.get("temperature", args[-1] if
-                                                         name == "response_log_probs" else None)))
+            seen.append((module.__name__, name, kw.get("temperature")))
             return real(*args, **kw)
         monkeypatch.setattr(module, name, wrapped)
 
     for module, names in ((grpo, ["generate", "get_response_log_probs"]),
-                          (ppo, ["generate", "response_log_probs"])):
+                          (ppo, ["generate", "get_response_log_probs"])):
         for name in names:
             spy(module, name)
     grpo.train(grpo.Config(**dict(TINY_GRPO, steps=1, temperature=0.6, beta=0.04),
@@ -226,19 +231,23 @@ def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp
 
 def test_old_python_stops_with_one_line_naming_the_version():
     """On Python < 3.10 every script exits 2 with one line, not a TypeError from `X | None`.
-    The interpreter's version is faked; each script runs as `python X.py` would run it."""
+    The interpreter's version is faked; each script runs as `python X.py` would run it, and the
+    experiments package as `python -m experiments` would."""
     code = """
 import runpy, sys
 sys.version_info = (3, 9, 18, "final", 0)
 for script in sys.argv[1:]:
     sys.argv = [script]
     try:
-        runpy.run_path(script, run_name="__main__")
+        if script.endswith(".py"):
+            runpy.run_path(script, run_name="__main__")
+        else:
+            runpy.run_module(script, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         print(script, e.code)
 """
     scripts = ["sft.py", "grpo.py", "dpo.py", "ppo.py", "expert_iteration.py", "gae.py",
-               "bench.py", "experiments.py"]
+               "bench.py", "experiments"]
     r = run_cli("-c", code, *scripts)
     assert r.stdout.split() == [w for s in scripts for w in (s, "2")], r.stderr
     lines = r.stderr.strip().splitlines()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import sft
+from conftest import run_in_process
 from conftest import ROOT
 
 TINY = ["--digits", "2", "--n_layer", "1", "--d_model", "32", "--batch_size", "8", "--device", "cpu",
@@ -60,6 +61,7 @@ def test_lr_schedule():
     assert lr_at(100, 1e-3, 10, 100, cosine=False) == pytest.approx(1e-3)
 
 
+@pytest.mark.slow
 def test_script_writes_outputs(tmp_path):
     res = run("--steps", "3", *TINY, "--out_dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
@@ -70,7 +72,7 @@ def test_script_writes_outputs(tmp_path):
 
 
 def test_help_lists_every_field():
-    res = run("-h")
+    res = run_in_process("sft.py", "-h")
     assert res.returncode == 0
     for field in sft.Config.__dataclass_fields__:
         assert f"--{field}" in res.stdout
@@ -85,13 +87,14 @@ def test_help_lists_every_field():
     (["--abstain_fraction", "1"], "--abstain_fraction"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
-    res = run(*args, "--out_dir", str(tmp_path / "out"))
+    res = run_in_process("sft.py", *args, "--out_dir", str(tmp_path / "out"))
     assert res.returncode == 2
     assert message in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_seeded_runs_are_identical(tmp_path):
     cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=4, device="cpu", n_test=20,
                eval_every=100, samples_every=100)
@@ -119,6 +122,7 @@ def test_abstain_fraction_replaces_a_random_share_of_demonstrations():
     assert all(t == p.demonstration for t, p, a in zip(targets, problems, abstained) if not a)
 
 
+@pytest.mark.slow
 def test_abstain_fraction_run_logs_abstention(tmp_path):
     cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=2, device="cpu", n_test=20,
                eval_every=2, samples_every=100)

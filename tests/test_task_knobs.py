@@ -1,11 +1,11 @@
 """The task's knobs for the lecture's claims about RL and SFT (issue 13): easy and hard problems
 that the prompt tells apart (easy_digits, hard_fraction), direct answers (direct_fraction), the
-abstention's reward (abstain_reward, wrong_reward), and the AUROC helper of `experiments abstain`.
+abstention's reward (abstain_reward, wrong_reward), and the AUROC helper of experiments/abstain.py.
 The defaults must reproduce the original task exactly: golden strings below."""
 import numpy as np
 import pytest
 
-import experiments
+from experiments.abstain import auroc
 import grpo
 import sft
 from runs import UserError, task_config
@@ -120,16 +120,17 @@ def test_sft_rejects_bad_knobs(flags):
 
 def test_auroc_hand_computed_with_ties():
     # positives 0.9, 0.5, 0.5 against negatives 0.5, 0.1: pairs won 1, 1 | 0.5, 1 | 0.5, 1 -> 5 / 6
-    assert experiments.auroc([0.9, 0.5, 0.5], [0.5, 0.1]) == pytest.approx(5 / 6)
-    assert experiments.auroc([0.2, 0.2], [0.2]) == 0.5  # all tied: no information
-    assert experiments.auroc([1.0], [0.0, 0.5]) == 1.0 and experiments.auroc([0.0], [1.0]) == 0.0
-    assert experiments.auroc([], [0.3]) is None and experiments.auroc([0.3], []) is None
+    assert auroc([0.9, 0.5, 0.5], [0.5, 0.1]) == pytest.approx(5 / 6)
+    assert auroc([0.2, 0.2], [0.2]) == 0.5  # all tied: no information
+    assert auroc([1.0], [0.0, 0.5]) == 1.0 and auroc([0.0], [1.0]) == 0.0
+    assert auroc([], [0.3]) is None and auroc([0.3], []) is None
 
 
 def test_evaluate_suppress_forbids_characters_and_counts_direct_answers():
     """abstention_profile's "would it be right if it could not abstain?" is evaluate(suppress="?")."""
     import torch
-    from toy_model import GPT, GPTConfig, evaluate
+    from evaluation import evaluate
+    from toy_model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, d_model=32, n_head=4))
     with torch.no_grad():  # make "?" the greedy choice: every final hidden state leans towards its embedding

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from runs import MetricLog, UserError, load_checkpoint, save_checkpoint
+from evaluation import evaluate
 from toy_model import (ABSTENTION, EOS, GPT, AdditionTask, GPTConfig, Problem, Tokenizer,
-                       compute_entropy, encode_prompts, evaluate, generate, get_response_log_probs,
+                       compute_entropy, encode_prompts, generate, get_response_log_probs,
                        masked_mean, masked_normalize, reward_fn, tokenize_prompt_and_output)
 
 TOK = Tokenizer()

@@ -58,7 +58,7 @@ def test_grpo_config_is_ours_translated(tmp_path):
 
 def test_dpo_config_is_ours_translated(tmp_path):
     args = trl_dpo.dpo_config(trl_dpo.Config(device="cpu"), str(tmp_path))
-    c = dpo.Config
+    c = dpo.Config()
     assert (args.loss_type, args.loss_weights) == (["sigmoid", "sft"], [1.0, c.nll_weight])
     assert (args.beta, args.max_steps, args.per_device_train_batch_size, args.learning_rate,
             args.warmup_steps) == (c.beta, c.steps, c.batch_size, c.lr, c.warmup_steps)

@@ -1,0 +1,182 @@
+"""What the experiments share: running a script with a few flags changed, reading its metrics,
+the run sizes that several experiments use, pass@k, and the figure every experiment draws."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from runs import atomic_write, finish_figure, load_checkpoint
+from evaluation import evaluate_pass_at_k
+from toy_model import AdditionTask, Tokenizer
+
+# ----------------------------------------------------------------------------- running a script
+
+# Flags that shrink each script to a few seconds in --quick mode (the tests); a full run uses the
+# experiment's own flags on top of the script's defaults.
+QUICK = {
+    "sft": dict(steps=3, batch_size=8, n_test=16, eval_every=3),
+    "grpo": dict(steps=2, rollout_batch_size=16, train_batch_size=16,
+                 gradient_accumulation_steps=1, n_test=16, eval_every=1, samples_every=100),
+    "dpo": dict(steps=2, n_test=16, n_prompts=64, batch_size=8, eval_every=1),
+    "ppo": dict(steps=2, prompts_per_step=8, n_test=16, eval_every=1, samples_every=100,
+                rm_prompts=48, rm_steps=2, rm_batch_size=8),
+    "expert_iteration": dict(questions_per_step=8, group_size=4, batch_size=8, n_test=16,
+                             eval_every=1, samples_every=100),
+}
+
+# Where the experiments were measured with settings other than the scripts' defaults (which are
+# tuned to reach the same accuracy sooner): each experiment keeps the settings it was measured
+# with, so that its command still gives the numbers in docs/results.
+MEASURED_WITH = {"grpo": dict(temperature=0.7, group_size=8, skip_zero_advantage=False),
+                 "ppo": dict(ppo_epochs=2, n_minibatches=2),
+                 "dpo": dict(lr=3e-5, steps=400)}
+
+# GRPO runs in the experiments: shorter than grpo.py's 480 steps (the cosine decay follows
+# --steps, so each run still ends at lr / 10; some experiments set their own --steps), held-out
+# evaluation every 20 steps, no sample printing.
+GRPO_RUN = dict(steps=120, eval_every=20, samples_every=1000)
+# GRPO from an experiment's own SFT model (length_bias, length_growth, abstain): a smaller rollout
+# batch than grpo.py's (128 responses, 16 prompts x 8), so that each stays within minutes on a CPU.
+GRPO_SMALL_BATCH = dict(steps=100, rollout_batch_size=128, train_batch_size=128,
+                        gradient_accumulation_steps=4, eval_every=20, samples_every=1000)
+# The task where length is a choice (length_bias, length_growth): SFT on 3-digit addition where
+# half the demonstrations answer directly (empty scratchpad) and half work digit by digit, long
+# enough for both modes to be learnt.
+MIXED_SFT = dict(direct_fraction=0.5, steps=300)
+
+
+def train_script(module, args, name: str, **flags) -> list[dict]:
+    """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
+    out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank)."""
+    script = module.__name__
+    overrides = {"sft_checkpoint": args.sft_checkpoint} if script != "sft" else {}
+    overrides.update(MEASURED_WITH.get(script, {}))
+    overrides.update(flags)
+    if args.quick:
+        overrides.update(QUICK[script])
+    overrides["out_dir"] = os.path.join(args.out_dir, name)
+    overrides["overwrite"] = True  # an experiment reruns into its own folder
+    cfg = module.Config(**overrides)
+    print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}", flush=True)
+    module.train(cfg)
+    rows = read_csv(os.path.join(overrides["out_dir"], "metrics.csv"))
+    return [r for r in rows if r["step"] > 0]  # row 0 is the starting evaluation (summary.json)
+
+
+def mixed_sft(args, name: str) -> str:
+    """Train the SFT model on mixed direct and scratchpad demonstrations; return its checkpoint."""
+    import sft
+    train_script(sft, args, f"{name}/sft", **MIXED_SFT)
+    return os.path.join(args.out_dir, name, "sft", "model.pt")
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+def read_csv(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def read_summary(args, name: str) -> dict:
+    """The summary.json of the run in out_dir/name."""
+    with open(os.path.join(args.out_dir, name, "summary.json")) as f:
+        return json.load(f)
+
+
+def column(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one metric, skipping the steps where it was not logged."""
+    points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return tuple(map(list, zip(*points))) if points else ([], [])
+
+
+def start_and(rows: list[dict], args, name: str, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of a held-out metric with the run's step-0 value (summary.json) in front."""
+    start = read_summary(args, name)[key.replace("eval_", "start_")]
+    steps, values = column(rows, key)
+    return [0.0] + steps, [start] + values
+
+
+def last(rows: list[dict], key: str, n: int = 1) -> float | None:
+    """Mean of the last n logged values of one metric (None if it was never logged)."""
+    values = column(rows, key)[1][-n:]
+    return sum(values) / len(values) if values else None
+
+
+def first_and_last(values: list[float], n: int) -> tuple[float, float]:
+    """Mean of the first n and of the last n values (n at least 1, at most half of them)."""
+    n = max(1, min(n, len(values) // 2 or 1))
+    return sum(values[:n]) / n, sum(values[-n:]) / n
+
+
+def smooth(values: list[float], k: int = 10) -> list[float]:
+    """Trailing moving average over k points, for the noisy once-per-rollout curves."""
+    windows = [values[max(0, i - k + 1):i + 1] for i in range(len(values))]
+    return [sum(w) / len(w) for w in windows]
+
+
+# ----------------------------------------------------------------------------- pass@k
+
+# n samples at temperature 1 (CS336's setting) on the first problems of the held-out set;
+# --quick shrinks both.
+PASS_AT_K = dict(n=64, ks=(1, 2, 4, 8, 16, 32, 64), n_problems=200)
+PASS_AT_K_QUICK = dict(n=4, ks=(1, 2, 4), n_problems=8)
+# The same model keeps the same colour in every panel of a figure.
+MODEL_COLORS = {"SFT": "tab:gray", "expert iteration": "tab:blue", "GRPO": "tab:orange"}
+
+
+def pass_at_k_of(checkpoint: str, args) -> dict:
+    """pass@k and maj@k of a checkpoint on the held-out problems (toy_model.evaluate_pass_at_k)."""
+    spec = PASS_AT_K_QUICK if args.quick else PASS_AT_K
+    model, ckpt = load_checkpoint(checkpoint)
+    task = AdditionTask(ckpt["digits"])
+    result = evaluate_pass_at_k(model, Tokenizer(), task.test[:spec["n_problems"]],
+                                task.max_new_tokens, n=spec["n"], ks=spec["ks"])
+    result.pop("correct_counts")
+    print(f"{checkpoint}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if "@" in k))
+    return result
+
+
+def plot_pass_at_k(ax, curves: dict[str, dict]) -> None:
+    """pass@k against k (log scale), one line per model."""
+    for label, result in curves.items():
+        ks = [int(k[5:]) for k in result if k.startswith("pass@")]
+        ax.plot(ks, [result[f"pass@{k}"] for k in ks], marker=".", label=label,
+                color=MODEL_COLORS.get(label))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples at temperature 1)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("held-out pass@k", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+# ----------------------------------------------------------------------------- the figure
+
+def new_figure(n_panels: int, title: str):
+    """A figure of n_panels, at most 3 a row (readable at the README's width)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cols = 2 if n_panels == 4 else min(3, n_panels)
+    rows = -(-n_panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False,
+                             layout="constrained")
+    fig.suptitle(title, fontsize=10)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("step")
+    for ax in list(axes.flat)[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n_panels]
+
+
+def save_figure(fig, args, name: str) -> str:
+    """Write docs_dir/exp_NAME.png."""
+    import matplotlib.pyplot as plt
+    path = os.path.join(args.docs_dir, f"exp_{name}.png")
+    finish_figure(fig)  # legends under their panels; the command, code and machine at the foot
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
