@@ -78,7 +78,8 @@ def to_hf_state_dict(state: dict, n_layer: int) -> dict:
     """Our state dict -> GPT2LMHeadModel's. Conv1D holds weights as (in, out): transpose."""
     hf = {"transformer.wte.weight": state["tok_emb.weight"],
           "transformer.wpe.weight": state["pos_emb.weight"],
-          "transformer.ln_f.weight": state["ln_f.weight"], "transformer.ln_f.bias": state["ln_f.bias"],
+          "transformer.ln_f.weight": state["ln_f.weight"],
+          "transformer.ln_f.bias": state["ln_f.bias"],
           "lm_head.weight": state["tok_emb.weight"]}  # tied: the same tensor
     for i in range(n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
@@ -138,7 +139,7 @@ def from_hf_model(hf_model) -> GPT:
     return model.eval()
 
 
-# --- The tokenizer ---------------------------------------------------------------------------------
+# --- The tokenizer --------------------------------------------------------------------------------
 def hf_tokenizer():
     """toy_model.Tokenizer as a PreTrainedTokenizerFast: the same 20 ids. The tags are whole
     tokens but not special, so that decode(skip_special_tokens=True) keeps them; end-of-text is
@@ -184,7 +185,8 @@ def import_(hf_dir: str, checkpoint: str) -> None:
     runs.require(os.path.isdir(hf_dir), f"{hf_dir} is not a folder")
     hf_model = AutoModelForCausalLM.from_pretrained(hf_dir)
     task = getattr(hf_model.config, "addition_task", None) or {}
-    runs.require("digits" in task, f"{hf_dir}: config.json has no addition_task (not exported here)")
+    runs.require("digits" in task,
+                 f"{hf_dir}: config.json has no addition_task (not written by export_hf.py)")
     runs.save_checkpoint(checkpoint, from_hf_model(hf_model), task["digits"],
                          {"easy_digits": task.get("easy_digits"),
                           "hard_fraction": task.get("hard_fraction", 0.5)})

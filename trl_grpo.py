@@ -110,7 +110,8 @@ FIXED = {"top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0,  # plain sampling 
          "use_bias_correction_kl": False,  # DeepSeekMath's k3, not the ratio-weighted one
          "mask_truncated_completions": False, "shuffle_dataset": False,  # grpo.py's order
          "bf16": False, "logging_steps": 1, "report_to": "none", "save_strategy": "no",
-         "disable_dropout": True, "disable_tqdm": True, "model_init_kwargs": {"dtype": torch.float32}}
+         "disable_dropout": True, "disable_tqdm": True,
+         "model_init_kwargs": {"dtype": torch.float32}}
 # TRL's logged names -> our metrics.csv columns (the quantities that both log)
 METRICS = {"reward": "reward", "frac_reward_zero_std": "zero_spread_fraction",
            "completions/mean_length": "response_len", "entropy": "entropy", "kl": "kl_per_token",
