@@ -12,13 +12,15 @@ import sys
 import pytest
 import torch
 
+from conftest import run_in_process
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 import export_hf  # noqa: E402
 import runs  # noqa: E402
-from toy_model import (GPT, AdditionTask, GPTConfig, Tokenizer, encode_prompts,  # noqa: E402
+from toy_model import (AdditionTask, GPTConfig, Tokenizer, encode_prompts,  # noqa: E402
                        generate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,9 +128,7 @@ def test_unmapped_architecture_is_refused():
 @pytest.mark.slow
 def test_export_command_round_trip(small_sft, tmp_path):
     checkpoint, _ = small_sft
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = lambda *a: subprocess.run([sys.executable, "export_hf.py", *a], cwd=ROOT, env=env,
-                                    capture_output=True, text=True, timeout=120)
+    run = lambda *a: run_in_process("export_hf.py", *a)  # the command line, in this process
     done = run(checkpoint, str(tmp_path / "hf"))
     assert done.returncode == 0, done.stderr
     done = run("--import", str(tmp_path / "hf"), str(tmp_path / "back.pt"))
