@@ -19,8 +19,8 @@ from the DPO paper: the preference set is the policy's own samples (temperature 
 verifier, not human labels; the NLL term is on by default because without it both log-probs fall
 (DPO only needs their *difference* to grow) and greedy accuracy collapses (below); one pair per
 prompt, the rejected one formatted where possible; AdamW with cosine learning-rate decay.
-Variants (--loss_type, formulas as in TRL's DPOTrainer, but on summed log-probs throughout):
-sigmoid with --label_smoothing eps is conservative DPO (cDPO); robust is the unbiased robust DPO
+Variants (--loss_type; where TRL's DPOTrainer has one, the same formula, on summed log-probs):
+sigmoid with --label_smoothing eps is conservative DPO (cDPO, not in TRL's sigmoid); robust is the unbiased robust DPO
 of Chowdhury et al. 2024 (eps < 0.5); ipo (Azar et al. 2023) regresses the log-ratio margin onto
 1/(2 beta) (TRL averages IPO's log-probs over tokens); hinge is TRL's max(0, 1 - beta h) on the
 log-ratio margin h (SLiC-HF's hinge, which uses the policy's log-probs without a reference); simpo
