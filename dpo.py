@@ -20,13 +20,13 @@ verifier, not human labels; the NLL term is on by default because without it bot
 (DPO only needs their *difference* to grow) and greedy accuracy collapses (below); one pair per
 prompt, the rejected one formatted where possible; AdamW with cosine learning-rate decay.
 Variants (--loss_type; where TRL's DPOTrainer has one, the same formula, on summed log-probs):
-sigmoid with --label_smoothing eps is conservative DPO (cDPO, not in TRL's sigmoid); robust is the unbiased robust DPO
-of Chowdhury et al. 2024 (eps < 0.5); ipo (Azar et al. 2023) regresses the log-ratio margin onto
-1/(2 beta) (TRL averages IPO's log-probs over tokens); hinge is TRL's max(0, 1 - beta h) on the
-log-ratio margin h (SLiC-HF's hinge, which uses the policy's log-probs without a reference); simpo
-(Meng et al. 2024) has no reference, divides each log-prob by the response length and asks for a
-reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_type simpo
---beta 2 --simpo_gamma 1; not tuned here).
+sigmoid with --label_smoothing eps is conservative DPO (cDPO, not in TRL's sigmoid); robust is the
+unbiased robust DPO of Chowdhury et al. 2024 (eps < 0.5); ipo (Azar et al. 2023) regresses the
+log-ratio margin onto 1/(2 beta) (TRL averages IPO's log-probs over tokens); hinge is TRL's max(0,
+1 - beta h) on the log-ratio margin h (SLiC-HF's hinge, which uses the policy's log-probs without a
+reference); simpo (Meng et al. 2024) has no reference, divides each log-prob by the response length
+and asks for a reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_type
+simpo --beta 2 --simpo_gamma 1; not tuned here).
 
 Run:   python dpo.py                 (time and result: README, Quick start)
        python dpo.py --nll_weight 0  the paper's pure DPO: both log-probs fall, and so does accuracy
