@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 
-import torch
 
 import runs
 from toy_model import CHARS, EOS, PAD, SPECIALS, GPT, GPTConfig
@@ -74,40 +73,36 @@ def hf_config(cfg: GPTConfig, task: dict | None = None):
                       pad_token_id=pad_id, addition_task=task or {})
 
 
-def to_hf_state_dict(state: dict, n_layer: int) -> dict:
-    """Our state dict -> GPT2LMHeadModel's. Conv1D holds weights as (in, out): transpose."""
-    hf = {"transformer.wte.weight": state["tok_emb.weight"],
-          "transformer.wpe.weight": state["pos_emb.weight"],
-          "transformer.ln_f.weight": state["ln_f.weight"],
-          "transformer.ln_f.bias": state["ln_f.bias"],
-          "lm_head.weight": state["tok_emb.weight"]}  # tied: the same tensor
+def name_map(n_layer: int) -> list[tuple[str, str, bool]]:
+    """(our parameter, GPT-2's, transposed?) for every weight. GPT-2's Conv1D holds a Linear's
+    weight as (in, out), so those are transposed; our output head is tied to the embedding."""
+    pairs = [("tok_emb.weight", "transformer.wte.weight", False),
+             ("pos_emb.weight", "transformer.wpe.weight", False),
+             ("ln_f.weight", "transformer.ln_f.weight", False),
+             ("ln_f.bias", "transformer.ln_f.bias", False)]
     for i in range(n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
-        for a, b in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            hf[theirs + b + ".weight"] = state[ours + a + ".weight"]
-            hf[theirs + b + ".bias"] = state[ours + a + ".bias"]
-        for a, b in (("qkv", "attn.c_attn"), ("proj", "attn.c_proj"), ("mlp.0", "mlp.c_fc"),
-                     ("mlp.2", "mlp.c_proj")):
-            hf[theirs + b + ".weight"] = state[ours + a + ".weight"].t().contiguous()
-            hf[theirs + b + ".bias"] = state[ours + a + ".bias"]
+        for a, b, linear in (("ln1", "ln_1", False), ("ln2", "ln_2", False),
+                             ("qkv", "attn.c_attn", True), ("proj", "attn.c_proj", True),
+                             ("mlp.0", "mlp.c_fc", True), ("mlp.2", "mlp.c_proj", True)):
+            pairs += [(ours + a + ".weight", theirs + b + ".weight", linear),
+                      (ours + a + ".bias", theirs + b + ".bias", False)]
+    return pairs
+
+
+def to_hf_state_dict(state: dict, n_layer: int) -> dict:
+    """Our state dict -> GPT2LMHeadModel's (name_map, one way)."""
+    hf = {theirs: state[ours].t().contiguous() if transposed else state[ours]
+          for ours, theirs, transposed in name_map(n_layer)}
+    hf["lm_head.weight"] = state["tok_emb.weight"]  # tied: the same tensor
     return hf
 
 
 def from_hf_state_dict(hf: dict, n_layer: int) -> dict:
-    """GPT2LMHeadModel's state dict -> ours (the inverse of to_hf_state_dict)."""
-    state = {"tok_emb.weight": hf["transformer.wte.weight"],
-             "pos_emb.weight": hf["transformer.wpe.weight"],
-             "ln_f.weight": hf["transformer.ln_f.weight"], "ln_f.bias": hf["transformer.ln_f.bias"],
-             "head.weight": hf["transformer.wte.weight"]}
-    for i in range(n_layer):
-        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
-        for a, b in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            state[ours + a + ".weight"] = hf[theirs + b + ".weight"]
-            state[ours + a + ".bias"] = hf[theirs + b + ".bias"]
-        for a, b in (("qkv", "attn.c_attn"), ("proj", "attn.c_proj"), ("mlp.0", "mlp.c_fc"),
-                     ("mlp.2", "mlp.c_proj")):
-            state[ours + a + ".weight"] = hf[theirs + b + ".weight"].t().contiguous()
-            state[ours + a + ".bias"] = hf[theirs + b + ".bias"]
+    """GPT2LMHeadModel's state dict -> ours (name_map, the other way)."""
+    state = {ours: hf[theirs].t().contiguous() if transposed else hf[theirs]
+             for ours, theirs, transposed in name_map(n_layer)}
+    state["head.weight"] = hf["transformer.wte.weight"]  # tied
     return state
 
 
