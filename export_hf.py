@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 
-
 import runs
 from toy_model import CHARS, EOS, PAD, SPECIALS, GPT, GPTConfig
 
