@@ -12,8 +12,8 @@ group-normalised advantage. No critic: the group mean is the baseline.
     rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
 
 Two loops, as in the lecture's pseudo-code: the outer one samples a rollout batch (n prompts x G
-responses), scores it and takes the old and reference log-probs once; the inner one runs
-`epochs_per_rollout_batch` passes over it, one AdamW step per train batch.
+responses), scores it and takes the old and reference log-probs once (where they are needed); the
+inner one runs `epochs_per_rollout_batch` passes over it, one AdamW step per train batch.
 
 Default variant: on-policy GRPO-Clip, DeepSeekMath's advantage (unbiased std, as CS336) and
 per-sequence mean. One epoch, train batch = rollout batch: one optimizer step per rollout batch,
@@ -32,7 +32,8 @@ group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: d
 Off-policy variants, as TRL implements them (on-policy each has GRPO's gradient): GSPO (Zheng et
 al. 2025) `--ratio_level sequence`, one ratio per response, exp of its mean token log-ratio;
 CISPO (MiniMax-M1, 2025) `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi, a damped
-gradient where the clip gives none; RLOO (Ahmadian et al. 2024) `--baseline leave_one_out`.
+gradient where the clip gives none. RLOO's baseline (Ahmadian et al. 2024, `--baseline
+leave_one_out`): the mean of the other G - 1 rewards, G / (G - 1) times GRPO's r - mean.
 Also: --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy), --abstain_reward 0.3.
 Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
 in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
@@ -136,11 +137,11 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     raw_rewards = torch.tensor([s["reward"] for s in scores])  # (B,)
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
     spread = grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values
-    # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
     if leave_one_out:  # mean of the other G - 1: (sum - r_i) / (G - 1)
         baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
     else:
         baseline = grouped.mean(dim=1, keepdim=True)
+    # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
     centered = torch.where(spread > 0, grouped - baseline, 0.0)
     if normalize_by_std:
         centered = centered / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased std
@@ -195,7 +196,6 @@ def compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards=None, 
                                  old_log_probs=None, cliprange=None, cliprange_high=None,
                                  response_mask=None, ratio_level="token"):
     """Dispatch on loss_type; returns (per-token loss (B, T), metadata)."""
-    high = cliprange if cliprange_high is None else cliprange_high
     if loss_type == "no_baseline":  # REINFORCE on the raw reward
         return compute_naive_policy_gradient_loss(raw_rewards, policy_log_probs), {}
     if loss_type == "reinforce_with_baseline":  # REINFORCE on the group-normalised advantage
@@ -208,6 +208,7 @@ def compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards=None, 
         ratio = ratio.expand_as(policy_log_probs)
         return -ratio * advantages, {"ratio": ratio.detach()}
     if loss_type == "cispo":
+        high = cliprange if cliprange_high is None else cliprange_high  # CISPO caps at 1 + high
         return compute_cispo_loss(advantages, policy_log_probs, old_log_probs, high,
                                   response_mask, ratio_level)
     raise ValueError(f"unknown loss_type {loss_type!r}")
@@ -274,7 +275,7 @@ def rows_with_a_gradient(batch_rows, advantages):
 def train(cfg: Config) -> dict:
     """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
     device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode, no dropout: on-policy the ratio is 1
+    policy = runs.load_policy(cfg, device)  # eval mode, no dropout: it trains as it samples
     reference = runs.load_policy(cfg, device).requires_grad_(False)  # pi_ref: the frozen SFT model
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
