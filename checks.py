@@ -39,6 +39,8 @@ def check_sft(cfg) -> None:
     require(0 <= cfg.abstain_fraction < 1, "--abstain_fraction must be in [0, 1)")
     require(0 <= cfg.direct_fraction and cfg.abstain_fraction + cfg.direct_fraction <= 1,
             "--direct_fraction must be >= 0, and with --abstain_fraction at most 1")
+    require(0 <= cfg.verbose < 1 and 0 <= cfg.verbose_max <= 64,
+            "--verbose must be in [0, 1) and --verbose_max in [0, 64]")
     check_task(cfg)
 
 
@@ -81,8 +83,10 @@ def check_ppo(cfg) -> None:
     require(cfg.target_kl is None or cfg.target_kl > 0, "--target_kl must be > 0 (or none)")
     require(min(cfg.rm_prompts, cfg.rm_samples - 1, cfg.rm_steps, cfg.rm_batch_size) >= 1,
             "--rm_prompts, --rm_steps, --rm_batch_size must be >= 1 and --rm_samples >= 2")
+    require(0 <= cfg.label_length_bias <= 1, "--label_length_bias must be in [0, 1]")
+    require(cfg.max_new_tokens is None or cfg.max_new_tokens >= 1, "--max_new_tokens must be >= 1")
     require(cfg.warmup_steps >= 0, "--warmup_steps must be >= 0")
-    require(min(cfg.lr, cfg.critic_lr, cfg.rm_lr, cfg.max_grad_norm) > 0,
+    require(min(cfg.lr, cfg.critic_lr, cfg.rm_lr, cfg.rm_price_lr, cfg.max_grad_norm) > 0,
             "learning rates and --max_grad_norm must be > 0")
 
 

@@ -24,8 +24,10 @@ with A_t whitened over the rollout's valid tokens (after the value targets were 
 
 Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et al. (2019) and
 "The N implementation details of RLHF with PPO" (Huang et al. 2024); the reasons: docs/ppo.md.
-- the score is the verifier; `--reward model` first trains a Bradley-Terry reward model (SFT body
-  + scalar head, on right-vs-wrong pairs of SFT samples), its score normalised as Ziegler et al.;
+- the score is the verifier; `--reward model` first trains a Bradley-Terry reward model
+  (reward_model.py: the SFT model's token log-probs plus a price per token, on right-vs-wrong
+  pairs of SFT samples; `--label_length_bias` biases the labeller towards the longer response),
+  its score normalised as Ziegler et al.;
 - rollouts at temperature 0.5, a fixed KL coefficient, no PPO-ptx term;
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model) with
   a zero scalar head and its own, smaller learning rate; one backward and one AdamW for both
@@ -36,9 +38,9 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (docs/ppo.md)
-Variants: --ppo_epochs, --n_minibatches, --reward, --kl_estimator, --beta, --lam, --gamma,
---target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to out/ppo/;
-`python ppo.py -h` lists all flags.
+Variants: --ppo_epochs, --n_minibatches, --reward, --label_length_bias, --kl_estimator, --beta,
+--lam, --gamma, --target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to
+out/ppo/; `python ppo.py -h` lists all flags.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ import checks
 import runs
 import sft
 from gae import gae_advantages, whiten
-from reward_model import sequence_scores, train_reward_model
+from reward_model import train_reward_model
 from evaluation import evaluate
 from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, reward_fn)
@@ -69,6 +71,7 @@ class Config:
     prompts_per_step: int = 128  # problems per rollout
     samples_per_prompt: int = 1  # completions per problem (no group: the critic is the baseline)
     temperature: float = 0.5  # sampling temperature of rollouts and of their log-probs
+    max_new_tokens: int | None = None  # response budget; None is the task's (10 * digits + 10)
     # --- algorithm ---
     reward: Literal["rule", "model"] = "rule"  # score: the task's verifier, or a learned model
     beta: float = 0.02  # weight of the per-token KL penalty in the reward
@@ -85,9 +88,11 @@ class Config:
     # --- reward model (--reward model) ---
     rm_prompts: int = 512  # problems sampled from the SFT model to build preference pairs
     rm_samples: int = 4  # completions per problem; pairs are (correct, incorrect) among them
+    label_length_bias: float = 0.0  # the labeller prefers the longer response with this chance
     rm_steps: int = 150  # Bradley-Terry optimizer steps
     rm_batch_size: int = 64  # pairs per reward-model step
-    rm_lr: float = 1e-4  # reward-model AdamW learning rate
+    rm_lr: float = 3e-6  # reward-model AdamW learning rate (1e-5 already overfits the pairs)
+    rm_price_lr: float = 1e-2  # learning rate of its price per token (one number)
     # --- optimisation ---
     steps: int = 150  # rollouts (outer loop)
     ppo_epochs: int = 2  # passes over each rollout (inner loop; the 1st minibatch is on-policy)
@@ -183,7 +188,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
     t0 = time.time()
     device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
     policy = runs.load_policy(cfg, device)  # eval mode: at the first minibatch the ratio is 1
-    runs.check_response_budget(None, task, policy)  # the checkpoint holds enough positions
+    max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)  # fits the positions
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
     critic = ScalarHead(copy.deepcopy(policy))  # V(s_t): SFT body, zero head
     optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": cfg.lr},
@@ -192,11 +197,11 @@ def train(cfg: Config, models: dict | None = None) -> dict:
     B = cfg.prompts_per_step * cfg.samples_per_prompt  # sequences per rollout
     minibatch_size = B // cfg.n_minibatches
     if cfg.reward == "model":  # 0. Learn the score from preferences first, then freeze it.
-        reward_model, rm_mean, rm_std, rm_accuracy = train_reward_model(
-            cfg, policy, task, tokenizer, rng, device)
+        reward_model, rm_mean, rm_std, rm_measured = train_reward_model(
+            cfg, policy, task, tokenizer, rng, device, max_new)
     log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
                            f"{cfg.n_minibatches} minibatches | score: {cfg.reward}", t0)
-    samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
+    samples = log.start(*evaluate(policy, tokenizer, task.test, max_new))
     state = runs.Resumable(cfg, log, rng, policy=policy, critic=critic, optimizer=optimizer)
     try:
         for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
@@ -208,7 +213,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
             prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
             P = prompt_ids.shape[1]
             response_ids, response_mask = generate(
-                policy, prompt_ids, task.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id,
                 num_samples=cfg.samples_per_prompt, temperature=cfg.temperature)  # (B, T) each
             seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0),
                              response_ids], dim=1)  # (B, P + T)
@@ -226,7 +231,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                 scores = torch.tensor([r["reward"] for r in true_rewards], device=device)  # (B,)
             else:
                 with torch.inference_mode():
-                    scores = sequence_scores(reward_model, seq, P, response_mask)
+                    scores = reward_model(seq, P, response_mask)  # (B,)
                     scores = (scores - rm_mean) / rm_std  # normalised on the SFT model's samples
             scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
 
@@ -280,7 +285,7 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                    "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epochs_run,
                    "kl_old_new": kl_old_new,
                    **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
-            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, max_new)
                                      if step % cfg.eval_every == 0 or step == cfg.steps
                                      else (None, samples))  # held-out, greedy
             log.step(row, SHOWN, eval_metrics)
@@ -290,11 +295,14 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                                  zip(problems, responses, true_rewards, scores.tolist())],
                                 title=f"rollout samples at step {step} (reward = score)")
     except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task)
+        samples = log.interrupted(policy, tokenizer, task, max_new)
 
     if models is not None:
-        models.update(policy=policy, reference=reference, critic=critic)
-    extra = {"reward_model_pair_accuracy": rm_accuracy} if cfg.reward == "model" else {}
+        models.update(policy=policy, reference=reference, critic=critic,
+                      reward_model=reward_model if cfg.reward == "model" else None,
+                      reward_norm=(rm_mean, rm_std) if cfg.reward == "model" else None)
+    extra = ({f"reward_model_{k}": v for k, v in rm_measured.items()} if cfg.reward == "model"
+             else {})
     return log.finish(policy, samples, "ppo", CURVES, f"PPO ({cfg.reward} score), "
                       f"{cfg.digits}-digit addition", summary_extras(cfg, log.rows, extra))
 

@@ -1,21 +1,39 @@
-"""The reward model of RLHF (`ppo.py --reward model`): a Bradley-Terry model of pairwise
-preferences, trained on the SFT policy's own samples, then frozen and read as PPO's score.
+"""The reward model of RLHF (`ppo.py --reward model`): a Bradley-Terry model of a labeller's
+preferences between the SFT policy's own samples, trained once, then frozen and read as PPO's score.
 
     P(o_w preferred to o_l | q) = sigmoid(r(q, o_w) - r(q, o_l))
     L(phi) = -E_{(q, o_w, o_l)} [ log sigmoid(r_phi(q, o_w) - r_phi(q, o_l)) ]
 
-r_phi is a scalar head on a copy of the SFT model, read at the response's last token. The pairs
-here are labelled by the verifier (a right response beats a wrong one to the same prompt).
+r_phi is a copy of the SFT model, read as a sum over the response's tokens:
+
+    r_phi(q, o) = sum_t [ log p_phi(o_t | q, o_<t) + b ]
+
+The first term (at the policy's sampling temperature) is how likely the model finds each token
+where it was written: that is what knows the arithmetic (a wrong digit is an unlikely digit), so
+the reward model starts informative. The second is a learned price per token, b, zero at the
+start: the whole of the model's taste for length, in one number that can be printed. The usual
+design, a scalar head read at the last token, stays near chance on this task: one position must
+judge a whole sum, and nothing trained the trunk's features there to do so. A learned score at
+every position does worse under PPO, which finds the tokens it overrates and writes them
+everywhere.
+
+The labeller. Each pair is a right and a wrong response to one prompt. The gold rule prefers the
+right one. A biased labeller, as human annotators are (Singhal et al. 2023 find length behind
+most of the reward gain of common RLHF setups), prefers the longer response with probability
+`length_bias`, whatever its correctness (a coin flip on equal lengths), and otherwise applies the
+gold rule.
 """
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import runs
-from toy_model import ScalarHead, encode_prompts, generate, reward_fn
+from toy_model import GPT, encode_prompts, generate, reward_fn
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -23,52 +41,110 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards):
     return F.softplus(-(chosen_rewards - rejected_rewards)).mean()
 
 
-def sequence_scores(reward_model, seq, prompt_len, response_mask):
-    """The reward model's scalar at each sequence's last response token: (B,)."""
-    last = prompt_len + response_mask.sum(dim=1).long() - 1  # position of end-of-text in seq
-    return reward_model(seq)[torch.arange(len(seq)), last]
+class RewardModel(nn.Module):
+    """r_phi(q, o) = sum over response tokens of [log p_phi(o_t | q, o_<t) + price], the
+    log-probability taken at `temperature`; at the start, the SFT model's likelihood."""
+
+    def __init__(self, policy: GPT, temperature: float = 1.0):
+        super().__init__()
+        self.body, self.temperature = copy.deepcopy(policy), temperature
+        self.price = nn.Parameter(torch.zeros((), device=policy.tok_emb.weight.device))
+
+    def forward(self, seq, prompt_len: int, response_mask):
+        """seq (B, P + T) prompt and response ids, response_mask (B, T) -> scores (B,)."""
+        logits = self.body(seq[:, :-1])[:, prompt_len - 1:] / self.temperature  # (B, T, V)
+        log_probs = torch.gather(F.log_softmax(logits, dim=-1), -1,
+                                 seq[:, prompt_len:, None]).squeeze(-1)  # (B, T)
+        return ((log_probs + self.price) * response_mask).sum(dim=1)
 
 
-def train_reward_model(cfg, policy, task, tokenizer, rng, device):
-    """Bradley-Terry on (correct, incorrect) pairs of the SFT model's own samples. Returns the
-    reward model, frozen, and its score's mean and std on those samples (to normalise it)."""
+def label_pairs(correct, lengths, k: int, length_bias: float, rng: np.random.Generator):
+    """The labeller. correct, lengths: per response, k responses to each prompt in consecutive
+    rows. Pairs each of a prompt's right responses with each of its wrong ones; each pair goes to the longer response with probability length_bias (a coin flip on equal
+    lengths), else to the right one. Returns [(chosen row, rejected row)] and, per pair, whether
+    the chosen one is the right one."""
+    pairs, chosen_is_right = [], []
+    for i in range(0, len(correct), k):
+        right = [r for r in range(i, i + k) if correct[r]]
+        wrong = [r for r in range(i, i + k) if not correct[r]]
+        for r, w in ((r, w) for r in right for w in wrong):
+            if rng.random() < length_bias:  # the surface preference: the longer one
+                right_wins = (lengths[r] > lengths[w] if lengths[r] != lengths[w]
+                              else rng.random() < 0.5)
+            else:  # the gold rule
+                right_wins = True
+            pairs.append((r, w) if right_wins else (w, r))
+            chosen_is_right.append(right_wins)
+    return pairs, chosen_is_right
+
+
+def pair_accuracy(chosen_scores, rejected_scores) -> float:
+    """Share of pairs the scores order as labelled, a tie counting one half."""
+    return ((chosen_scores > rejected_scores).float()
+            + 0.5 * (chosen_scores == rejected_scores).float()).mean().item()
+
+
+def score(reward_model, seq, prompt_len: int, response_mask, batch: int = 256):
+    """reward_model's scores of many sequences, `batch` at a time, without gradient: (B,)."""
+    with torch.inference_mode():
+        return torch.cat([reward_model(seq[i:i + batch], prompt_len, response_mask[i:i + batch])
+                          for i in range(0, len(seq), batch)])
+
+
+def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens: int):
+    """Sample cfg.rm_samples responses to cfg.rm_prompts prompts from the SFT policy (at
+    cfg.temperature), have the labeller (cfg.label_length_bias) judge right-vs-wrong pairs, and
+    fit a RewardModel by Bradley-Terry on the pairs of the first 80% of prompts. Returns the model,
+    frozen; its score's mean and std on those samples (PPO normalises by them); and, on the held-
+    out 20%: its accuracy against the gold rule and the share of pairs where it prefers the longer
+    response."""
     problems = task.sample(cfg.rm_prompts, rng)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
     P, k = prompt_ids.shape[1], cfg.rm_samples
-    response_ids, response_mask = generate(policy, prompt_ids, task.max_new_tokens,
-                                           tokenizer.eos_id, tokenizer.pad_id, num_samples=k,
-                                           temperature=cfg.temperature)
+    response_ids, response_mask = generate(policy, prompt_ids, max_new_tokens, tokenizer.eos_id,
+                                           tokenizer.pad_id, num_samples=k,
+                                           temperature=cfg.temperature)  # (N k, T) each
     seq = torch.cat([prompt_ids.repeat_interleave(k, dim=0), response_ids], dim=1)  # (N k, P + T)
+    response_mask = response_mask.float()
+    lengths = response_mask.sum(1).long().tolist()
     correct = [reward_fn(tokenizer.decode(ids[:m]), problems[i // k].answer)["reward"] == 1
-               for i, (ids, m) in enumerate(zip(response_ids.tolist(),
-                                                response_mask.sum(1).tolist()))]
-    pairs = []  # (chosen row, rejected row), rows of the same prompt
-    for i in range(len(problems)):
-        rows = range(i * k, (i + 1) * k)
-        pairs += list(zip([r for r in rows if correct[r]], [r for r in rows if not correct[r]]))
+               for i, (ids, m) in enumerate(zip(response_ids.tolist(), lengths))]
+    pairs, _ = label_pairs(correct, lengths, k, cfg.label_length_bias, rng)
     runs.require(len(pairs) >= 10, f"only {len(pairs)} preference pairs: raise --rm_prompts")
-    pairs = torch.tensor(pairs, device=device)  # (pairs, 2), prompts in order: the tail is held out
+    gold = torch.tensor([(r, w) if correct[r] else (w, r) for r, w in pairs], device=device)
+    pairs = torch.tensor(pairs, device=device)  # (pairs, 2): prompts in order, the tail held out
     n_train = int(0.8 * len(pairs))
-    reward_model = ScalarHead(copy.deepcopy(policy))
-    optimizer = torch.optim.AdamW(reward_model.parameters(), lr=cfg.rm_lr,
-                                  betas=(cfg.beta1, cfg.beta2))
+    reward_model = RewardModel(policy, cfg.temperature).train()
+    optimizer = torch.optim.AdamW(  # the price is one number: it has its own, larger rate
+        [{"params": reward_model.body.parameters(), "lr": cfg.rm_lr},
+         {"params": [reward_model.price], "lr": cfg.rm_price_lr}],
+        betas=(cfg.beta1, cfg.beta2), weight_decay=0.0)
     for rm_step in range(1, cfg.rm_steps + 1):
-        for group in optimizer.param_groups:  # the same warm-up as PPO's, for the same reason
-            group["lr"] = runs.lr_at(rm_step, cfg.rm_lr, cfg.warmup_steps, cfg.rm_steps, False)
-        batch = pairs[torch.randint(n_train, (cfg.rm_batch_size,))]  # (b, 2)
-        rows = batch.flatten()  # (2b,): chosen, rejected, chosen, ...
-        scores = sequence_scores(reward_model, seq[rows], P, response_mask[rows])
+        for group, peak in zip(optimizer.param_groups, (cfg.rm_lr, cfg.rm_price_lr)):
+            # the same warm-up as PPO's, for the same reason
+            group["lr"] = runs.lr_at(rm_step, peak, cfg.warmup_steps, cfg.rm_steps, False)
+        rows = pairs[torch.randint(n_train, (cfg.rm_batch_size,))].flatten()  # chosen, rejected..
+        scores = reward_model(seq[rows], P, response_mask[rows])  # (2 b,)
         loss = bradley_terry_loss(scores[0::2], scores[1::2])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reward_model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     reward_model.eval().requires_grad_(False)
-    with torch.inference_mode():
-        scores = sequence_scores(reward_model, seq, P, response_mask)  # (N k,)
-        held_out = pairs[n_train:]
-        accuracy = (scores[held_out[:, 0]] > scores[held_out[:, 1]]).float().mean().item()
-    print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples, "
-          f"{cfg.rm_steps} steps, last loss {loss.item():.3f}, held-out pair accuracy "
-          f"{accuracy:.3f}")
-    return reward_model, scores.mean().item(), scores.std().clamp_min(1e-6).item(), accuracy
+    scores = score(reward_model, seq, P, response_mask)  # (N k,)
+    held_out, gold_held_out = pairs[n_train:], gold[n_train:]
+    accuracy = pair_accuracy(scores[gold_held_out[:, 0]], scores[gold_held_out[:, 1]])
+    length = torch.tensor(lengths, device=device)
+    longer = torch.where((length[held_out[:, 0]] >= length[held_out[:, 1]])[:, None], held_out,
+                         held_out.flip(1))  # (pairs, 2): the longer response first
+    unequal = length[longer[:, 0]] > length[longer[:, 1]]
+    prefers_longer = (pair_accuracy(scores[longer[unequal, 0]], scores[longer[unequal, 1]])
+                      if unequal.any() else None)
+    price = reward_model.price.item()
+    print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples "
+          f"(length bias {cfg.label_length_bias}), {cfg.rm_steps} steps, last loss "
+          f"{loss.item():.3f}, price per token {price:+.3f}; held out: pair accuracy "
+          f"{accuracy:.3f}, prefers the longer "
+          f"{prefers_longer if prefers_longer is None else round(prefers_longer, 3)}")
+    return (reward_model, scores.mean().item(), scores.std().clamp_min(1e-6).item(),
+            {"pair_accuracy": accuracy, "prefers_longer": prefers_longer, "price": price})

@@ -553,7 +553,8 @@ def task_config(run_config: dict | None) -> dict:
     so that an RL run and its evaluation build the same task as the SFT run they start from."""
     run_config = run_config or {}
     return {"easy_digits": run_config.get("easy_digits"),
-            "hard_fraction": run_config.get("hard_fraction", 0.5)}
+            "hard_fraction": run_config.get("hard_fraction", 0.5),
+            "verbose_max": run_config.get("verbose_max", 0)}
 
 
 def mean_or_none(x: torch.Tensor) -> float | None:

@@ -17,7 +17,8 @@ Run:   python sft.py                (time and result: README, Quick start)
 The default is deliberately short of perfect, like a cold-start SFT, so that RL has headroom.
 Task knobs (off by default) for the experiments: --easy_digits 2 --hard_fraction 0.05 (easy and
 hard problems, the kind visible in the prompt), --direct_fraction 0.5 (answers with an empty
-scratchpad), --abstain_fraction 0.3 (the "?" abstention).
+scratchpad), --abstain_fraction 0.3 (the "?" abstention), --verbose 0.4 --verbose_max 16
+(scratchpads padded with a few empty steps, at most 16: length that buys nothing).
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
 every flag.
 """
@@ -42,6 +43,8 @@ class Config:
     n_test: int = 500  # held-out problems for evaluation, never trained on
     abstain_fraction: float = 0.0  # share of demonstrations replaced by the "?" abstention
     direct_fraction: float = 0.0  # share answered directly, with an empty scratchpad, at random
+    verbose: float = 0.0  # scratchpads end with k empty steps, P(k) ~ verbose^k: length to buy
+    verbose_max: int = 0  # ... k at most this (the task's length budget grows by as much)
     easy_digits: int | None = None  # if set, "easy" problems have operands below 10^easy_digits
     hard_fraction: float = 0.5  # with easy_digits: share of full-width "hard" training problems
     # --- model ---
@@ -74,18 +77,22 @@ class Config:
         checks.check_sft(self)  # every bad value exits 2 with one line
 
 
-def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0) -> list[str]:
+def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0, verbose=0.0,
+                   verbose_max=0) -> list[str]:
     """The SFT targets: each problem's scratchpad demonstration, or, with probability
     abstain_fraction, the abstention "?", or, with probability direct_fraction, the direct answer
     (empty scratchpad). The choice is a coin flip, not a judgement of what the model can do: a
-    demonstrator cannot know that. Both fractions 0 draw nothing from rng, else one draw each."""
-    if abstain_fraction == 0 and direct_fraction == 0:
+    demonstrator cannot know that. With `verbose` > 0, a scratchpad ends with k empty steps, k
+    geometric (P(k) = (1 - verbose) verbose^k) and at most verbose_max: longer, and no more right.
+    With every knob at 0 nothing is drawn from rng, else one draw per knob that is on."""
+    if abstain_fraction == 0 and direct_fraction == 0 and verbose == 0:
         return [p.demonstration for p in problems]
     targets = []
     for p in problems:
-        u = rng.random()
+        u = rng.random() if abstain_fraction or direct_fraction else 1.0
+        k = min(int(rng.geometric(1 - verbose)) - 1, verbose_max) if verbose else 0
         targets.append(p.abstention if u < abstain_fraction else
-                       p.direct if u < abstain_fraction + direct_fraction else p.demonstration)
+                       p.direct if u < abstain_fraction + direct_fraction else p.verbose(k))
     return targets
 
 
@@ -127,7 +134,8 @@ def train(cfg: Config) -> dict:
                 group["lr"] = lr
             # 1. A fresh batch of demonstrations, never from the held-out set.
             problems = task.sample(cfg.batch_size, rng)
-            targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction)
+            targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction,
+                                     cfg.verbose, cfg.verbose_max)
             nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
             # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
             for i in range(0, cfg.batch_size, micro_size):

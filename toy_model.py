@@ -63,6 +63,9 @@ class Problem:
     def direct(self) -> str:  # the answer without working: an empty scratchpad, "<think></think>"
         return f"<think></think><answer>{self.answer}</answer>{EOS}"
 
+    def verbose(self, k: int) -> str:  # the demonstration padded with k empty steps: ",,,</think>"
+        return self.demonstration.replace("</think>", "," * k + "</think>")
+
     @property
     def abstention(self) -> str:  # "I don't know": no scratchpad, answer "?" (see reward_fn)
         return ABSTENTION
@@ -77,10 +80,12 @@ class AdditionTask:
     probability `hard_fraction` (an operand >= 10^easy_digits) and "easy" otherwise. Both are
     zero-padded to `digits`: the leading zeros show the kind, and every prompt keeps one length.
     The test set then holds n_test // 2 easy and the rest hard problems, whatever the training mix
-    (each kind capped at a fifth of its own problems)."""
+    (each kind capped at a fifth of its own problems). Verbose scratchpads (off by default): with
+    `verbose_max` set, a demonstration may end its scratchpad with up to that many empty steps
+    (Problem.verbose), so every length budget grows by verbose_max tokens."""
 
     def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234,
-                 easy_digits: int | None = None, hard_fraction: float = 0.5):
+                 easy_digits: int | None = None, hard_fraction: float = 0.5, verbose_max: int = 0):
         self.digits, self.easy_digits, self.hard_fraction = digits, easy_digits, hard_fraction
         n_problems = (10 ** digits) ** 2
         rng = np.random.default_rng(test_seed)
@@ -100,7 +105,7 @@ class AdditionTask:
         self.test = [Problem(int(i) // 10 ** digits, int(i) % 10 ** digits, digits) for i in ids]
         self._test_set = {(p.a, p.b) for p in self.test}
         self.prompt_len = 2 * digits + 2
-        self.response_len = 10 * digits + 5  # longest correct response, end-of-text included
+        self.response_len = 10 * digits + 5 + verbose_max  # longest correct response, with EOS
         self.max_new_tokens = self.response_len + 5  # sampling budget: room for wrong answers
         self.max_seq_len = self.prompt_len + self.max_new_tokens  # what the model must hold
 

@@ -43,7 +43,7 @@ def render_defaults(missing):
 
 
 EXPERIMENTS = ["gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy",
-               "ei_vs_grpo", "reward_model", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+               "ei_vs_grpo", "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
 
 
 def verdict_word(results):

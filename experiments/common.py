@@ -46,9 +46,10 @@ GRPO_SMALL_BATCH = dict(steps=100, rollout_batch_size=128, train_batch_size=128,
 MIXED_SFT = dict(direct_fraction=0.5, steps=300)
 
 
-def train_script(module, args, name: str, **flags) -> list[dict]:
+def train_script(module, args, name: str, models: dict | None = None, **flags) -> list[dict]:
     """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
-    out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank)."""
+    out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank).
+    `models`, if given, receives the run's networks (ppo.train fills it)."""
     script = module.__name__
     overrides = {"sft_checkpoint": args.sft_checkpoint} if script != "sft" else {}
     overrides.update(MEASURED_WITH.get(script, {}))
@@ -59,7 +60,7 @@ def train_script(module, args, name: str, **flags) -> list[dict]:
     overrides["overwrite"] = True  # an experiment reruns into its own folder
     cfg = module.Config(**overrides)
     print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}", flush=True)
-    module.train(cfg)
+    module.train(cfg) if models is None else module.train(cfg, models)
     rows = read_csv(os.path.join(overrides["out_dir"], "metrics.csv"))
     return [r for r in rows if r["step"] > 0]  # row 0 is the starting evaluation (summary.json)
 

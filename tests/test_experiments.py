@@ -1,7 +1,7 @@
 """experiments/: every registered experiment runs end to end in --quick mode (a few steps of each
 training run, from the default 3-digit SFT checkpoint or its own SFT run) and writes its figure and
 results.json with its numbers and claim flags;
-an unknown name is one line and exit code 2; the reward model experiment's parts on known cases."""
+an unknown name is one line and exit code 2; best-of-n's KL against Monte Carlo."""
 import importlib
 import json
 import math
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import experiments
+from experiments.reward_hacking import best_of_n_kl
 from experiments.__main__ import main
-from experiments.proxy_rewards import best_of_n, best_of_n_kl, comparison_pairs, pair_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,15 +34,15 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
     assert len(saved) > 3  # the numbers behind the figure, not only the bookkeeping
     for key in EXPECTED_KEYS.get(name, ()):
         assert key in saved, key
-    if name == "reward_model":  # every number the figure draws, for every proxy
-        assert len(saved["best_of_n_kl"]) == len(saved["best_of_n_oracle_gold"]) >= 3
-        assert len(saved["proxies"]) == 3
-        assert all([r["step"] for r in p["rl"]] == [0, 1, 2] for p in saved["proxies"].values())
-        for proxy in [saved["untrained_proxy"], *saved["proxies"].values()]:  # N = 0, then each N
-            assert 0 <= proxy["pair_accuracy"] <= 1
-            assert [r["kl"] for r in proxy["best_of_n"]] == saved["best_of_n_kl"]
-            for row in proxy["best_of_n"] + proxy.get("rl", []):  # N = 0 is not optimised by RL
-                assert all(math.isfinite(row[k]) for k in ("kl", "gold", "proxy")), row
+    if name == "reward_hacking":  # every number the figure draws, for every run and pool
+        for run in saved["runs"].values():
+            lengths = {len(run[k]) for k in ("step", "gold", "proxy", "length", "kl", "sqrt_kl")}
+            assert lengths == {2} and len(run["eval_step"]) == len(run["eval_accuracy"]) >= 1
+            assert all(math.isfinite(x) for k in ("gold", "proxy", "length", "kl") for x in run[k])
+        assert set(saved["best_of_n"]) == {"biased", "unbiased"}
+        for pool in saved["best_of_n"].values():
+            assert {len(pool[k]) for k in ("n", "kl", "sqrt_kl", "gold", "proxy", "length")} == {3}
+        assert set(saved["gao_fits"]) == set(saved["runs"]) | {"biased", "unbiased"}
     if name == "abstain":  # the task's two kinds are both measured, before and after GRPO
         assert set(saved["before_sft"]["by_kind"]) == set(saved["after_grpo"]["by_kind"]) == {"easy", "hard"}
         assert saved["before_sft"]["n"] == 16 and saved["break_even_accuracy"] == pytest.approx(0.3)
@@ -55,8 +55,8 @@ EXPECTED_KEYS = {
     "length_growth": ["rollout_len_first_10", "rollout_len_last_10", "len_growth", "scratchpad_share_first_10",
                       "scratchpad_share_last_10", "start_accuracy", "final_accuracy", "claim_holds"],
     "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
-    "reward_model": ["proxies", "best_of_n_kl", "best_of_n_oracle_gold", "rl_overoptimised",
-                     "larger_proxy_peaks_later_or_higher", "largest_proxy_accurate", "claim_holds"],
+    "reward_hacking": ["runs", "best_of_n", "gao_fits", "shapes", "smallest_beta_hacked",
+                       "larger_beta_delays_fall", "claim_holds"],
 }
 
 
@@ -75,7 +75,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
 def test_registry_holds_each_experiment_module_in_order():
     assert list(experiments.EXPERIMENTS) == [
         "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
-        "reward_model", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION
@@ -103,7 +103,7 @@ def test_best_of_n_kl_matches_monte_carlo():
     def monte_carlo_kl(p, n, draws=100_000):
         scores = torch.randperm(len(p), generator=gen).float()  # distinct: one per outcome
         outcomes = torch.multinomial(p, draws * n, replacement=True, generator=gen).view(draws, n)
-        picked = outcomes.gather(1, best_of_n(scores[outcomes], n))  # (draws, 1)
+        picked = outcomes.gather(1, scores[outcomes].argmax(dim=1, keepdim=True))  # (draws, 1)
         q = torch.bincount(picked.flatten(), minlength=len(p)).float() / draws
         return (q[q > 0] * (q[q > 0] / p[q > 0]).log()).sum().item()
 
@@ -112,20 +112,3 @@ def test_best_of_n_kl_matches_monte_carlo():
         assert monte_carlo_kl(many / many.sum(), n) == pytest.approx(best_of_n_kl(n), abs=0.02)
     assert best_of_n_kl(1) == 0
     assert monte_carlo_kl(torch.full((3,), 1 / 3), 4) < best_of_n_kl(4) - 0.05
-
-
-def test_best_of_n_picks_the_highest_score_of_each_group_first_on_ties():
-    scores = torch.tensor([[0.1, 0.9, 0.5, 2.0, 2.0, -1.0],
-                           [3.0, 3.0, 3.0, -5.0, 7.0, 7.0]])
-    assert best_of_n(scores, 3).tolist() == [[1, 3], [0, 4]]
-    assert best_of_n(scores, 6).tolist() == [[3], [4]]
-    assert best_of_n(scores, 1).tolist() == [list(range(6))] * 2
-
-
-def test_pair_accuracy_counts_right_over_wrong_pairs_of_one_prompt():
-    scores = torch.tensor([[2.0, 1.0, 3.0], [0.0, 0.0, 5.0]])
-    gold = torch.tensor([[1, 0, 0], [1, 0, 1]])
-    # prompt 0: right 2.0 over wrong 1.0 (won), 3.0 (lost); prompt 1: 0 vs 0 (tie), 5 vs 0 (won)
-    assert pair_accuracy(scores, gold) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
-    assert pair_accuracy(scores, torch.ones_like(gold)) is None
-    assert comparison_pairs([1, 0, 0, 1, 1, 1, 0, 1], 4) == [(0, 1), (3, 2), (4, 6)]

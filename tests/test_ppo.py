@@ -141,16 +141,10 @@ def test_reward_model_loss_is_softplus_and_shift_invariant():
     assert reward_model.bradley_terry_loss(chosen + 7.0, rejected + 7.0).item() == pytest.approx(loss.item(), abs=1e-6)
 
 
-def test_scalar_head_starts_at_zero_and_reads_the_last_token():
+def test_scalar_head_starts_at_zero():
     model, seq, mask = toy_rollout(2)
     head = ScalarHead(copy.deepcopy(model))
-    assert (head(seq) == 0).all()
-    with torch.no_grad():
-        head.head.weight.normal_()
-    scores = reward_model.sequence_scores(head, seq, 4, mask)
-    last = 4 + mask.sum(1).long() - 1
-    torch.testing.assert_close(scores, head(seq)[torch.arange(len(seq)), last], atol=1e-6, rtol=0)
-    torch.testing.assert_close(scores[:1], head(seq[:1, :last[0] + 1])[:, -1], atol=1e-5, rtol=0)
+    assert head(seq).shape == seq.shape and (head(seq) == 0).all()  # the critic's V(s_t), at first 0
 
 
 def test_seeded_run_is_deterministic_and_moves_policy_and_critic_not_reference(small_sft, tmp_path):
@@ -186,6 +180,7 @@ def test_reward_model_run(small_sft, tmp_path):
     path, _ = small_sft
     summary = ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, out_dir=str(tmp_path)))
     assert 0 <= summary["reward_model_pair_accuracy"] <= 1
+    assert {"reward_model_prefers_longer", "reward_model_price"} <= set(summary)
     rows = read_csv(tmp_path / "metrics.csv")
     rows = rows[1:]  # after the step-0 row of the starting evaluation
     assert len(rows) == 3 and all(row["score"] != row["accuracy"] for row in rows)

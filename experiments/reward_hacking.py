@@ -1,0 +1,208 @@
+"""RLHF's failure: a reward model learnt from biased labels, exploited by PPO.
+
+Claim (the lecture; Gao, Schulman and Hilton 2022; Singhal et al. 2023): optimised against a
+reward model learnt from a labeller who prefers longer answers, PPO writes longer responses; the
+proxy reward keeps rising while the true ("gold") quality first rises and then falls, and a larger
+KL coefficient beta delays or prevents the fall.
+
+Setup. The SFT model learns 3-digit addition from verbose demonstrations (sft.py --verbose): a
+scratchpad may end with empty steps, a comma each, so length is something the policy can buy and
+that buys nothing. Reward models (reward_model.py: each token's likelihood plus a learned price
+per token, Bradley-Terry on right-vs-wrong pairs of the SFT model's samples at temperature 1) are
+trained inside each PPO run (ppo.py --reward model, rollouts at temperature 1): from a labeller
+who prefers the longer response with probability LENGTH_BIAS, at each beta in BETAS, and from the
+gold rule at the smallest beta. Gold is the verifier's verdict on the rollouts (fresh problems,
+judged before the update on them), and held-out greedy accuracy every EVAL_EVERY steps. KL(pi ||
+pi_ref) per sequence is the rollout's mean per-token k1 times its mean length.
+
+Best-of-n from one pool (Gao's other optimiser, as Coste et al. 2024 measure it): K SFT samples
+per held-out prompt, and for each n the unbiased estimate of the gold and the proxy of the best
+of n (best_of_n_mean), at KL = log n - (n - 1) / n. Gao's functional forms are fitted to the
+gold's rise from its start: best-of-n d (alpha - beta d), RL d (alpha - beta log d), d = sqrt(KL).
+
+The claim holds when, with the biased reward model and the smallest beta, gold (5-step mean)
+rises at least GOLD_RISE_MIN above its start and then ends at least GOLD_FALL_MIN below its
+peak, the proxy ends above its value at the gold peak, the length grows by LENGTH_GROWTH_MIN
+(mean of the last 5 steps over the first 5), and every larger beta's gold falls less than
+GOLD_FALL_MIN from its peak or peaks later.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+import ppo
+import sft
+from experiments.common import column, new_figure, save_figure, smooth, train_script
+from runs import load_checkpoint, set_seed
+from toy_model import AdditionTask, Tokenizer, encode_prompts, generate, reward_fn
+from runs import task_config
+
+DESCRIPTION = ("PPO against a reward model learnt from length-biased labels: proxy up, length up, "
+               "gold up then down (Gao's curves)")
+
+# Settings and thresholds, fixed before the full run.
+SFT = dict(verbose=0.4, verbose_max=16, steps=300)  # P(k empty steps) = 0.6 * 0.4^k, k <= 16
+PPO = dict(reward="model", temperature=1.0, steps=40, prompts_per_step=64, n_minibatches=1,
+           eval_every=10, samples_every=1000)  # rollouts at 1: the SFT model's length varies
+LENGTH_BIAS = 0.5  # the biased labeller prefers the longer response with this probability
+BETAS = (0.02, 0.2)  # KL coefficients against the biased reward model; the unbiased: the first
+BEST_OF_N = dict(prompts=128, samples=16)  # the pool: held-out prompts x SFT samples (n <= 16)
+BEST_OF_N_QUICK = dict(prompts=4, samples=4)
+GOLD_RISE_MIN = 0.02  # the smallest beta's gold (5-step mean) must first rise this far ...
+GOLD_FALL_MIN = 0.10  # ... then end this far below its peak, while the proxy rises on
+LENGTH_GROWTH_MIN = 0.30  # ... and its responses grow this much longer
+
+
+def run(args) -> dict:
+    train_script(sft, args, "reward_hacking/sft", **SFT)
+    # --quick: a few SFT steps leave no right answer to make pairs of; start from args' model
+    sft_checkpoint = (args.sft_checkpoint if args.quick
+                      else f"{args.out_dir}/reward_hacking/sft/model.pt")
+    runs, reward_models = {}, {}
+    for name, bias, beta in ([(f"biased_beta_{b:g}", LENGTH_BIAS, b) for b in BETAS]
+                             + [(f"unbiased_beta_{BETAS[0]:g}", 0.0, BETAS[0])]):
+        models = {}
+        rows = train_script(ppo, args, f"reward_hacking/{name}", models=models,
+                            sft_checkpoint=sft_checkpoint, label_length_bias=bias, beta=beta,
+                            **PPO)
+        runs[name] = rl_curve(rows)
+        reward_models.setdefault(bias, (models["reward_model"], models["reward_norm"]))
+    pool = best_of_n_pool(sft_checkpoint, reward_models, args)
+    results = {"runs": runs, "best_of_n": pool,
+               "gao_fits": {**{name: gao_fit(r["sqrt_kl"], r["gold"], "rl")
+                               for name, r in runs.items()},
+                            **{name: gao_fit(p["sqrt_kl"], p["gold"], "best_of_n")
+                               for name, p in pool.items()}}}
+    plot(results, args)
+    return {**results, **claims(runs)}
+
+
+def rl_curve(rows: list[dict]) -> dict:
+    """One PPO run, per step: proxy (the normalised reward-model score), gold (rollout accuracy),
+    both as 5-step means, response length, KL per sequence and its square root; held-out greedy
+    accuracy at the evaluations."""
+    gold, proxy = smooth(column(rows, "accuracy")[1], 5), smooth(column(rows, "score")[1], 5)
+    length = column(rows, "response_len")[1]
+    kl = [r["kl_per_token"] * r["response_len"] for r in rows]
+    eval_steps, eval_accuracy = column(rows, "eval_accuracy")
+    return {"step": [r["step"] for r in rows], "gold": gold, "proxy": proxy, "length": length,
+            "kl": kl, "sqrt_kl": [math.sqrt(max(k, 0.0)) for k in kl],
+            "eval_step": eval_steps, "eval_accuracy": eval_accuracy}
+
+
+def best_of_n_mean(proxy, values, n: int):
+    """Per prompt, the unbiased estimate of E[value of the best of n], the best being the highest
+    proxy among n of the prompt's K pooled samples drawn without replacement (ties: the later
+    sample). Sorted by proxy, the i-th lowest of K (i = 1..K) is the best of exactly
+    C(i - 1, n - 1) of the C(K, n) subsets. proxy, values: (G, K) -> (G,)."""
+    G, K = proxy.shape
+    ranked = values.double().gather(1, proxy.argsort(dim=1, stable=True))  # ascending proxy
+    weights = torch.tensor([math.comb(i, n - 1) for i in range(K)], dtype=torch.float64)
+    return (ranked * weights.to(ranked.device)).sum(dim=1) / math.comb(K, n)
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || pi_ref) = log n - (n - 1) / n (exact for a score without ties)."""
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_pool(sft_checkpoint: str, reward_models: dict, args) -> dict:
+    """K SFT samples (temperature 1) per held-out prompt, scored by each reward model; for n = 1,
+    2, 4, .., K the mean over prompts of the best-of-n estimates of gold, proxy and length."""
+    spec = BEST_OF_N_QUICK if args.quick else BEST_OF_N
+    policy, ckpt = load_checkpoint(sft_checkpoint)
+    task, tokenizer = AdditionTask(ckpt["digits"], **task_config(ckpt["run_config"])), Tokenizer()
+    problems, K = task.test[:spec["prompts"]], spec["samples"]
+    set_seed(0)
+    prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], "cpu")  # (G, P)
+    ids, mask = generate(policy.cpu().eval(), prompt_ids, task.max_new_tokens, tokenizer.eos_id,
+                         tokenizer.pad_id, num_samples=K, temperature=PPO["temperature"])
+    seq = torch.cat([prompt_ids.repeat_interleave(K, dim=0), ids], dim=1)  # (G K, P + T)
+    lengths = mask.sum(1)
+    gold = torch.tensor([reward_fn(tokenizer.decode(r[:m]), problems[i // K].answer)["reward"]
+                         for i, (r, m) in enumerate(zip(ids.tolist(), lengths.tolist()))])
+    has_eos = (ids == tokenizer.eos_id).any(dim=1)
+    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= K]
+    out = {}
+    for bias, (reward_model, (mean, std)) in reward_models.items():
+        with torch.inference_mode():
+            scores = (reward_model.cpu()(seq, prompt_ids.shape[1], mask.float()) - mean) / std
+        scores = torch.where(has_eos, scores, torch.full_like(scores, PPO.get(
+            "missing_eos_penalty", ppo.Config.missing_eos_penalty)))  # as PPO scores them
+        per_n = {key: [best_of_n_mean(scores.view(-1, K), v.view(-1, K).float(), n).mean().item()
+                       for n in ns]
+                 for key, v in (("gold", gold), ("proxy", scores), ("length", lengths))}
+        kls = [best_of_n_kl(n) for n in ns]
+        out["biased" if bias else "unbiased"] = {"n": ns, "kl": kls,
+                                                 "sqrt_kl": [math.sqrt(k) for k in kls], **per_n}
+    return out
+
+
+def gao_fit(sqrt_kl: list[float], gold: list[float], form: str) -> dict:
+    """Least squares of the gold's rise, gold(d) - gold(0), on Gao et al.'s forms: best-of-n
+    d (alpha - beta d), RL d (alpha - beta log d), d = sqrt(KL). Returns alpha, beta, and the d
+    where the fitted curve peaks (alpha / (2 beta), or exp(alpha / beta - 1))."""
+    d = torch.tensor(sqrt_kl, dtype=torch.float64)
+    rise = torch.tensor(gold, dtype=torch.float64) - gold[0]
+    second = d * d if form == "best_of_n" else d * torch.log(d.clamp_min(1e-12))
+    X = torch.stack([d, -second], dim=1)  # rise = alpha d - beta second
+    alpha, beta = torch.linalg.lstsq(X, rise[:, None]).solution.flatten().tolist()
+    if beta <= 0:
+        peak = None  # no turn: the fit rises for ever
+    else:
+        peak = alpha / (2 * beta) if form == "best_of_n" else math.exp(min(alpha / beta - 1, 50))
+    return {"form": form, "alpha": alpha, "beta": beta, "peak_sqrt_kl": peak}
+
+
+def claims(runs: dict) -> dict:
+    """The verdicts, from the 5-step means (see the module docstring)."""
+    def shape(r):
+        peak = max(range(len(r["gold"])), key=lambda i: r["gold"][i])
+        n = min(5, len(r["length"]))
+        start, end = sum(r["length"][:n]) / n, sum(r["length"][-n:]) / n
+        return {"gold_start": r["gold"][0], "gold_peak": r["gold"][peak],
+                "step_at_gold_peak": r["step"][peak], "gold_end": r["gold"][-1],
+                "gold_fall": r["gold"][peak] - r["gold"][-1],
+                "proxy_at_gold_peak": r["proxy"][peak], "proxy_end": r["proxy"][-1],
+                "length_start": start, "length_end": end, "length_growth": end / start - 1,
+                "kl_end": r["kl"][-1]}
+    shapes = {name: shape(r) for name, r in runs.items()}
+    first = shapes[f"biased_beta_{BETAS[0]:g}"]
+    hacked = {"gold_rises": first["gold_peak"] >= first["gold_start"] + GOLD_RISE_MIN,
+              "gold_falls": first["gold_fall"] >= GOLD_FALL_MIN,
+              "proxy_rises_on": first["proxy_end"] > first["proxy_at_gold_peak"],
+              "length_grows": first["length_growth"] >= LENGTH_GROWTH_MIN}
+    delayed = {f"beta_{b:g}": (shapes[f"biased_beta_{b:g}"]["gold_fall"] < GOLD_FALL_MIN
+                               or shapes[f"biased_beta_{b:g}"]["step_at_gold_peak"]
+                               > first["step_at_gold_peak"]) for b in BETAS[1:]}
+    return {"shapes": shapes, "smallest_beta_hacked": hacked, "larger_beta_delays_fall": delayed,
+            "claim_holds": all(hacked.values()) and all(delayed.values())}
+
+
+def plot(results: dict, args) -> None:
+    """Gold and proxy against sqrt(KL) for the RL runs and best-of-n (Gao's figure), with the
+    fitted forms; length and held-out greedy accuracy against the step."""
+    fig, (gold_ax, proxy_ax, length_ax, eval_ax) = new_figure(
+        4, f"PPO against reward models learnt from labels with a length bias of {LENGTH_BIAS} "
+           f"(and none)")
+    for i, (name, r) in enumerate(results["runs"].items()):
+        style = dict(color=f"C{i}", label=f"PPO, {name.replace('_', ' ')}")
+        gold_ax.plot(r["sqrt_kl"], r["gold"], **style)
+        proxy_ax.plot(r["sqrt_kl"], r["proxy"], **style)
+        length_ax.plot(r["step"], r["length"], **style)
+        eval_ax.plot(r["eval_step"], r["eval_accuracy"], marker=".", **style)
+    for j, (name, p) in enumerate(results["best_of_n"].items()):
+        style = dict(color=f"C{len(results['runs']) + j}", marker="s", markersize=3,
+                     linestyle="--", label=f"best-of-n, {name} reward model (n <= {p['n'][-1]})")
+        gold_ax.plot(p["sqrt_kl"], p["gold"], **style)
+        proxy_ax.plot(p["sqrt_kl"], p["proxy"], **style)
+    for ax, title in ((gold_ax, "gold: verifier on the samples (5-step mean)"),
+                      (proxy_ax, "proxy: reward-model score (std of the SFT samples)")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("sqrt(KL(pi || pi_ref)), nats^1/2")
+    length_ax.set_title("response length (rollouts, tokens)", fontsize=9)
+    eval_ax.set_title("held-out greedy accuracy", fontsize=9)
+    gold_ax.legend(fontsize=6)
+    save_figure(fig, args, "reward_hacking")
