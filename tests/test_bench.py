@@ -16,7 +16,7 @@ KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation
         ("grpo_run", "flops"), ("grpo_run", "s_at_peak"), ("grpo_run", "s_estimated")]
 
 
-def test_quick_bench_writes_every_field(default_sft, tmp_path):
+def test_quick_bench_writes_every_field(default_sft, no_curves, tmp_path):
     out = tmp_path / "bench.json"  # the scripts start from the suite's SFT model (none is trained)
     proc = subprocess.run([sys.executable, "bench.py", "--quick", "--out", str(out),
                            "--sft_checkpoint", default_sft[0]], cwd=ROOT,

@@ -16,6 +16,8 @@ import experiments
 from experiments.__main__ import main
 from experiments.proxy_rewards import best_of_n, best_of_n_kl, comparison_pairs, pair_accuracy
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

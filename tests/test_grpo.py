@@ -16,6 +16,8 @@ from runs import UserError, parse_config
 from toy_model import GPT, GPTConfig, Tokenizer, generate, get_response_log_probs
 from conftest import run_in_process
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
 REWARDS = [0.2, 0.5, 0.0, 0.4, 0.9, 0.7, 0.2, 0.0]

@@ -19,6 +19,8 @@ import ppo
 import sft
 from runs import UserError
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {"sft": sft, "grpo": grpo, "dpo": dpo, "ppo": ppo, "expert_iteration": expert_iteration}
 TINY = {  # a few seconds each; evaluations (and so saves) every few steps; the step counter name
