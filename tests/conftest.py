@@ -15,6 +15,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import runs  # noqa: E402
 import sft  # noqa: E402
 
 SMALL_SFT = dict(digits=2, n_layer=2, d_model=64, steps=300, eval_every=1000, samples_every=1000,
@@ -38,11 +39,32 @@ def _two_threads():
     torch.set_num_threads(2)  # CI and the reference numbers use 2 threads
 
 
+@contextlib.contextmanager
+def drawing_no_curves():
+    """Runs inside draw no curves.png: matplotlib lays out a run's panels in about a second, most
+    of a tiny run's time. The curves are checked where they are the point: MetricLog.plot's own
+    test, the Ctrl-C test and every script's smoke run (a real process)."""
+    plot = runs.MetricLog.plot
+    runs.MetricLog.plot = lambda self, path, panels, title="": None
+    try:
+        yield
+    finally:
+        runs.MetricLog.plot = plot
+
+
+@pytest.fixture
+def no_curves():
+    """The test's runs draw no curves.png (see drawing_no_curves)."""
+    with drawing_no_curves():
+        yield
+
+
 @pytest.fixture(scope="session")
 def small_sft(tmp_path_factory):
     """(checkpoint path, summary) of the small SFT model that the RL tests start from."""
     out = tmp_path_factory.mktemp("sft")
-    summary = sft.train(sft.Config(**SMALL_SFT, out_dir=str(out)))
+    with drawing_no_curves():
+        summary = sft.train(sft.Config(**SMALL_SFT, out_dir=str(out)))
     return str(out / "model.pt"), summary
 
 
@@ -51,7 +73,9 @@ def default_sft(tmp_path_factory):
     """(checkpoint path, summary) of `python sft.py`'s default model (3 digits, 160 steps, ~20 s),
     for learning checks that the small model cannot give (RL barely moves it)."""
     out = tmp_path_factory.mktemp("sft_default")
-    summary = sft.train(sft.Config(device="cpu", eval_every=1000, samples_every=1000, out_dir=str(out)))
+    with drawing_no_curves():
+        summary = sft.train(sft.Config(device="cpu", eval_every=1000, samples_every=1000,
+                                       out_dir=str(out)))
     return str(out / "model.pt"), summary
 
 

@@ -1,10 +1,8 @@
 """bench.py --quick runs and writes its JSON with every field the README and the issue name."""
 import json
 import math
-import subprocess
-import sys
 
-from conftest import ROOT, run_in_process
+from conftest import run_in_process
 
 # The issue's keys (a dot is a nested object) and a few more; script names keep their ".py".
 KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation", "uncached", "tokens_per_s"),
@@ -16,11 +14,9 @@ KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation
         ("grpo_run", "flops"), ("grpo_run", "s_at_peak"), ("grpo_run", "s_estimated")]
 
 
-def test_quick_bench_writes_every_field(default_sft, tmp_path):
+def test_quick_bench_writes_every_field(default_sft, no_curves, tmp_path):
     out = tmp_path / "bench.json"  # the scripts start from the suite's SFT model (none is trained)
-    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--out", str(out),
-                           "--sft_checkpoint", default_sft[0]], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_in_process("bench.py", "--quick", "--out", out, "--sft_checkpoint", default_sft[0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     for key in KEYS:

@@ -17,6 +17,8 @@ from runs import UserError, load_checkpoint
 from toy_model import GPT, GPTConfig, Problem, Tokenizer, tokenize_prompt_and_output
 from conftest import run_in_process
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "simpo"]

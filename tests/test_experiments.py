@@ -16,6 +16,8 @@ import experiments
 from experiments.reward_hacking import best_of_n_kl
 from experiments.__main__ import main
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -15,6 +15,8 @@ from runs import load_checkpoint, parse_config
 from toy_model import (GPT, GPTConfig, Tokenizer, get_response_log_probs, reward_fn,
                        tokenize_prompt_and_output)
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 TOK = Tokenizer()
 RIGHT = "<think>2+3+0=05,1+0+0=01</think><answer>15</answer><|endoftext|>"
 WRONG = "<think>2+3+0=05,1+0+0=01</think><answer>16</answer><|endoftext|>"

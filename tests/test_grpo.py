@@ -16,6 +16,8 @@ from runs import UserError, parse_config
 from toy_model import GPT, GPTConfig, Tokenizer, generate, get_response_log_probs
 from conftest import run_in_process
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = Tokenizer()
 REWARDS = [0.2, 0.5, 0.0, 0.4, 0.9, 0.7, 0.2, 0.0]
@@ -334,11 +336,12 @@ def test_variant_smoke(small_sft, tmp_path, variant):
 
 
 def test_learning(default_sft, tmp_path):
-    """80 steps of GRPO from the default SFT model raise held-out greedy accuracy: the default
-    settings with half the rollouts per step (32 prompts x 4), which halves the check's time and
-    still clears the bar with room to spare. The small 2-digit model is not used here: at any
-    learning rate we tried, short GRPO runs left it where it was or lowered it."""
-    summary = grpo.train(Config(sft_checkpoint=default_sft[0], steps=80, rollout_batch_size=128,
+    """60 steps of GRPO from the default SFT model raise held-out greedy accuracy: the default
+    settings with half the rollouts per step (32 prompts x 4), a fraction of the time of the
+    default run, and still clear the bar with room to spare (measured 0.414 -> 0.574, seed 0).
+    The small 2-digit model is not used here: at any learning rate we tried, short GRPO runs left
+    it where it was or lowered it; nor is a higher learning rate (1e-4 for 50 steps: 0.20)."""
+    summary = grpo.train(Config(sft_checkpoint=default_sft[0], steps=60, rollout_batch_size=128,
                                 train_batch_size=128, gradient_accumulation_steps=4,
                                 eval_every=1000, samples_every=1000, device="cpu",
                                 out_dir=str(tmp_path)))

@@ -19,6 +19,8 @@ from gae import gae_advantages
 from runs import load_checkpoint, parse_config
 from toy_model import GPT, GPTConfig, ScalarHead, get_response_log_probs, kl_penalty
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 
 def response_log_probs(model, seq, P):
     """log pi(o_t) of the response tokens of (B, P + T) sequences: (B, T)."""

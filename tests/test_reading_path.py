@@ -15,6 +15,8 @@ import ppo
 from runs import UserError, parse_config
 from toy_model import kl_penalty
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

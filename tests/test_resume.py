@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import dpo
 import expert_iteration
@@ -18,6 +19,8 @@ import grpo
 import ppo
 import sft
 from runs import UserError
+
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {"sft": sft, "grpo": grpo, "dpo": dpo, "ppo": ppo, "expert_iteration": expert_iteration}
@@ -54,8 +57,10 @@ def stop_after_first_evaluation(name: str, cfg: dict, sig: int) -> subprocess.Co
     argv = [sys.executable, os.path.join(ROOT, f"{name}.py")]
     for k, v in cfg.items():
         argv += [f"--{k}", str(v)]
+    # the child computes with the threads of this process (the whole run's), whatever the machine
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
     for line in proc.stdout:
         words = line.split("/")[0].split()
         if len(words) == 2 and words[0] == "step" and int(words[1]) == first_eval:
@@ -65,13 +70,27 @@ def stop_after_first_evaluation(name: str, cfg: dict, sig: int) -> subprocess.Co
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+@pytest.fixture(scope="module")
+def whole_run(small_sft, tmp_path_factory):
+    """name -> metrics.csv of that script's tiny run never stopped (one run per script, in this
+    process, shared by the SIGTERM and SIGKILL cases)."""
+    done = {}
+
+    def metrics(name: str) -> list[dict]:
+        if name not in done:
+            whole = tmp_path_factory.mktemp(f"whole_{name}")
+            MODULES[name].train(MODULES[name].Config(**flags(name, small_sft[0], str(whole))))
+            done[name] = read_csv(whole / "metrics.csv")
+        return done[name]
+    return metrics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, sig", [(n, signal.SIGTERM) for n in MODULES]
                          + [("sft", signal.SIGKILL), ("grpo", signal.SIGKILL)])
-def test_stopped_run_resumes_to_the_same_numbers(name, sig, small_sft, tmp_path):
+def test_stopped_run_resumes_to_the_same_numbers(name, sig, small_sft, whole_run, tmp_path):
     module = MODULES[name]
-    whole = tmp_path / "whole"
-    module.train(module.Config(**flags(name, small_sft[0], str(whole))))
+    whole = whole_run(name)
     stopped = tmp_path / "stopped"
     cfg = flags(name, small_sft[0], str(stopped))
     done = stop_after_first_evaluation(name, cfg, sig)
@@ -88,7 +107,7 @@ def test_stopped_run_resumes_to_the_same_numbers(name, sig, small_sft, tmp_path)
 
     summary = module.train(module.Config(**cfg, resume=True))
     assert summary["steps"] == steps and not summary["interrupted"]
-    assert read_csv(stopped / "metrics.csv") == read_csv(whole / "metrics.csv")
+    assert read_csv(stopped / "metrics.csv") == whole
 
 
 def test_resume_refuses_what_it_cannot_continue(small_sft, tmp_path):

@@ -72,6 +72,7 @@ def test_response_budget_too_short_for_an_answer_exits_2(small_sft, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 @pytest.mark.slow
 def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     cfg = dict(TINY_SFT, steps=2, out_dir=str(tmp_path))
@@ -130,6 +131,7 @@ def test_ctrl_c_exits_130_after_saving(tmp_path):
 
 
 # ---------------------------------------------------------------- one seed, one result
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 @pytest.mark.slow
 def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / "sft" / "model.pt")
@@ -165,6 +167,7 @@ def test_help_fits_80_columns(script, monkeypatch):
             assert ")" in line[line.index("(default:"):], line
 
 
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 @pytest.mark.slow
 def test_console_prints_every_log_every_steps(tmp_path, capsys):
     sft.train(sft.Config(**dict(TINY_SFT, steps=12, log_every=5, eval_every=6,
@@ -202,6 +205,7 @@ def test_generate_samples_from_softmax_of_logits_over_temperature(temperature):
     assert torch.allclose(freq, expected, atol=0.01), (freq, expected)  # 4 std at n = 40,000
 
 
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 def test_rl_scripts_score_log_probs_at_their_sampling_temperature(small_sft, tmp_path,
                                                                   monkeypatch):
     seen = []

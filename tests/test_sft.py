@@ -94,6 +94,7 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 @pytest.mark.slow
 def test_seeded_runs_are_identical(tmp_path):
     cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=4, device="cpu", n_test=20,
@@ -122,6 +123,7 @@ def test_abstain_fraction_replaces_a_random_share_of_demonstrations():
     assert all(t == p.demonstration for t, p, a in zip(targets, problems, abstained) if not a)
 
 
+@pytest.mark.usefixtures("no_curves")  # draws no curves.png (conftest)
 @pytest.mark.slow
 def test_abstain_fraction_run_logs_abstention(tmp_path):
     cfg = dict(digits=2, n_layer=1, d_model=32, batch_size=8, steps=2, device="cpu", n_test=20,

@@ -21,6 +21,8 @@ import runs  # noqa: E402
 import trl_dpo  # noqa: E402
 import trl_grpo  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
