@@ -114,7 +114,8 @@ def result_lines(label, value):
         return out
     if not isinstance(value, dict):
         return [f"- {label}: {fmt(value)}"]
-    cells = [f"{k} {fmt(v)}" for k, v in value.items() if not isinstance(v, (list, dict))]
+    cells = [f"{k} {fmt(v)}" for k, v in value.items()
+             if not isinstance(v, (list, dict)) or short_list(v)]
     out = [f"- {label}: " + ", ".join(cells)] if cells else []
     for k, v in value.items():
         if isinstance(v, dict):
@@ -122,7 +123,15 @@ def result_lines(label, value):
     return out
 
 
+def short_list(value):
+    """A few numbers (a best-of-n curve), shown inline; longer lists stay in the JSON."""
+    return (isinstance(value, list) and 0 < len(value) <= 8
+            and all(isinstance(v, (int, float)) for v in value))
+
+
 def fmt(value):
+    if short_list(value):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 

@@ -34,10 +34,10 @@ import torch
 
 import ppo
 import sft
-from experiments.common import column, new_figure, save_figure, smooth, train_script
-from runs import load_checkpoint, set_seed
+from experiments.common import (column, new_figure, read_summary, save_figure, smooth,
+                                train_script)
+from runs import load_checkpoint, set_seed, task_config
 from toy_model import AdditionTask, Tokenizer, encode_prompts, generate, reward_fn
-from runs import task_config
 
 DESCRIPTION = ("PPO against a reward model learnt from length-biased labels: proxy up, length up, "
                "gold up then down (Gao's curves)")
@@ -68,6 +68,9 @@ def run(args) -> dict:
                             sft_checkpoint=sft_checkpoint, label_length_bias=bias, beta=beta,
                             **PPO)
         runs[name] = rl_curve(rows)
+        summary = read_summary(args, f"reward_hacking/{name}")  # its reward model, measured
+        runs[name]["reward_model"] = {k: summary[f"reward_model_{k}"]
+                                      for k in ("pair_accuracy", "prefers_longer", "price")}
         reward_models.setdefault(bias, (models["reward_model"], models["reward_norm"]))
     pool = best_of_n_pool(sft_checkpoint, reward_models, args)
     results = {"runs": runs, "best_of_n": pool,
@@ -82,7 +85,8 @@ def run(args) -> dict:
 def rl_curve(rows: list[dict]) -> dict:
     """One PPO run, per step: proxy (the normalised reward-model score), gold (rollout accuracy),
     both as 5-step means, response length, KL per sequence and its square root; held-out greedy
-    accuracy at the evaluations."""
+    accuracy at the evaluations. (run() adds its reward model's held-out pair accuracy, its
+    preference for the longer response and its price per token.)"""
     gold, proxy = smooth(column(rows, "accuracy")[1], 5), smooth(column(rows, "score")[1], 5)
     length = column(rows, "response_len")[1]
     kl = [r["kl_per_token"] * r["response_len"] for r in rows]

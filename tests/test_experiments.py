@@ -41,6 +41,7 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
             lengths = {len(run[k]) for k in ("step", "gold", "proxy", "length", "kl", "sqrt_kl")}
             assert lengths == {2} and len(run["eval_step"]) == len(run["eval_accuracy"]) >= 1
             assert all(math.isfinite(x) for k in ("gold", "proxy", "length", "kl") for x in run[k])
+            assert set(run["reward_model"]) == {"pair_accuracy", "prefers_longer", "price"}
         assert set(saved["best_of_n"]) == {"biased", "unbiased"}
         for pool in saved["best_of_n"].values():
             assert {len(pool[k]) for k in ("n", "kl", "sqrt_kl", "gold", "proxy", "length")} == {3}
