@@ -196,8 +196,9 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                                   betas=(cfg.beta1, cfg.beta2), weight_decay=0.0)
     B = cfg.prompts_per_step * cfg.samples_per_prompt  # sequences per rollout
     minibatch_size = B // cfg.n_minibatches
-    if cfg.reward == "model":  # 0. Learn the score from preferences first, then freeze it.
-        reward_model, rm_mean, rm_std, rm_measured = train_reward_model(
+    reward_model, rm_measured = None, {}  # 0. With --reward model: learn the score first, freeze it
+    if cfg.reward == "model":
+        reward_model, (rm_mean, rm_std), rm_measured = train_reward_model(
             cfg, policy, task, tokenizer, rng, device, max_new)
     log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
                            f"{cfg.n_minibatches} minibatches | score: {cfg.reward}", t0)
@@ -298,23 +299,20 @@ def train(cfg: Config, models: dict | None = None) -> dict:
         samples = log.interrupted(policy, tokenizer, task, max_new)
 
     if models is not None:
-        models.update(policy=policy, reference=reference, critic=critic,
-                      reward_model=reward_model if cfg.reward == "model" else None,
-                      reward_norm=(rm_mean, rm_std) if cfg.reward == "model" else None)
-    extra = ({f"reward_model_{k}": v for k, v in rm_measured.items()} if cfg.reward == "model"
-             else {})
+        models.update(policy=policy, reference=reference, critic=critic, reward_model=reward_model)
     return log.finish(policy, samples, "ppo", CURVES, f"PPO ({cfg.reward} score), "
-                      f"{cfg.digits}-digit addition", summary_extras(cfg, log.rows, extra))
+                      f"{cfg.digits}-digit addition", summary_extras(cfg, log.rows, rm_measured))
 
 
-def summary_extras(cfg, rows, extra):
+def summary_extras(cfg, rows, reward_model_measured):
     """PPO's own summary.json fields: the last KL and explained variance, and their mean over the
-    last 10 steps (one step's explained variance is noisy)."""
+    last 10 steps (one step's explained variance is noisy); with --reward model, its measures."""
     last = [r for r in rows if r["step"] > 0][-10:]
     return {"reward": cfg.reward, "final_kl_per_token": last[-1]["kl_per_token"] if last else None,
             "final_explained_variance": last[-1]["explained_variance"] if last else None,
             "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
-                                           if last else None), **extra}
+                                           if last else None),
+            **{f"reward_model_{k}": v for k, v in reward_model_measured.items()}}
 
 
 SHOWN = ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac", "kl_old_new",

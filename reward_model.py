@@ -60,9 +60,10 @@ class RewardModel(nn.Module):
 
 def label_pairs(correct, lengths, k: int, length_bias: float, rng: np.random.Generator):
     """The labeller. correct, lengths: per response, k responses to each prompt in consecutive
-    rows. Pairs each of a prompt's right responses with each of its wrong ones; each pair goes to the longer response with probability length_bias (a coin flip on equal
-    lengths), else to the right one. Returns [(chosen row, rejected row)] and, per pair, whether
-    the chosen one is the right one."""
+    rows. Pairs each of a prompt's right responses with each of its wrong ones; each pair goes to
+    the longer response with probability length_bias (a coin flip on equal lengths), else to the
+    right one. Returns [(chosen row, rejected row)] and, per pair, whether the chosen one is the
+    right one."""
     pairs, chosen_is_right = [], []
     for i in range(0, len(correct), k):
         right = [r for r in range(i, i + k) if correct[r]]
@@ -95,9 +96,9 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     """Sample cfg.rm_samples responses to cfg.rm_prompts prompts from the SFT policy (at
     cfg.temperature), have the labeller (cfg.label_length_bias) judge right-vs-wrong pairs, and
     fit a RewardModel by Bradley-Terry on the pairs of the first 80% of prompts. Returns the model,
-    frozen; its score's mean and std on those samples (PPO normalises by them); and, on the held-
-    out 20%: its accuracy against the gold rule and the share of pairs where it prefers the longer
-    response."""
+    frozen; its score's (mean, std) on those samples, which PPO normalises by (also kept as
+    reward_model.norm); and, on the held-out 20%: its accuracy against the gold rule, the share of
+    pairs where it prefers the longer response, and its price per token."""
     problems = task.sample(cfg.rm_prompts, rng)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
     P, k = prompt_ids.shape[1], cfg.rm_samples
@@ -146,5 +147,6 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
           f"{loss.item():.3f}, price per token {price:+.3f}; held out: pair accuracy "
           f"{accuracy:.3f}, prefers the longer "
           f"{prefers_longer if prefers_longer is None else round(prefers_longer, 3)}")
-    return (reward_model, scores.mean().item(), scores.std().clamp_min(1e-6).item(),
+    reward_model.norm = (scores.mean().item(), scores.std().clamp_min(1e-6).item())
+    return (reward_model, reward_model.norm,
             {"pair_accuracy": accuracy, "prefers_longer": prefers_longer, "price": price})

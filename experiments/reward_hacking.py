@@ -71,7 +71,7 @@ def run(args) -> dict:
         summary = read_summary(args, f"reward_hacking/{name}")  # its reward model, measured
         runs[name]["reward_model"] = {k: summary[f"reward_model_{k}"]
                                       for k in ("pair_accuracy", "prefers_longer", "price")}
-        reward_models.setdefault(bias, (models["reward_model"], models["reward_norm"]))
+        reward_models.setdefault(bias, (models["reward_model"], models["reward_model"].norm))
     pool = best_of_n_pool(sft_checkpoint, reward_models, args)
     results = {"runs": runs, "best_of_n": pool,
                "gao_fits": {**{name: gao_fit(r["sqrt_kl"], r["gold"], "rl")

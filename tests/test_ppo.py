@@ -227,22 +227,29 @@ def test_script_bad_input_exits_2_without_traceback(tmp_path):
 
 def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, tmp_path):
     """From the small SFT model, PPO against a learned reward model raises that model's score
-    within a few steps (and so over-optimises it), and the critic learns to predict it.
+    within a few steps by hacking it, and the critic learns to predict it. The reward model sums
+    token log-probs plus a price per token, which comes out near 0: the fewer tokens, the fewer
+    unlikely ones, so the policy learns to end its response at once (as `ppo.py --reward model`
+    does on the default task, more slowly).
 
     Held-out accuracy is not checked here: measured from this 2-layer model, no short PPO run raised
     it reliably (8 settings of lr, temperature and epochs, 20-30 steps: 0.48 -> 0.10..0.49); the
-    default 3-digit run does (0.41 -> 0.87, see the README, and test_learning below)."""
+    default 3-digit run does (see the README, and test_learning below)."""
     path, _ = small_sft
-    # critic_lr 1e-3, not the default 1e-4: twelve steps are too few for the slower critic to fit
-    summary = ppo.train(ppo.Config(digits=2, device="cpu", sft_checkpoint=path, reward="model", steps=12,
-                                   critic_lr=1e-3, prompts_per_step=64, rm_prompts=128, rm_steps=20,
-                                   rm_batch_size=16, n_test=50,
+    # Temperature 1 and lr 2e-4: at 0.5 and 5e-5, 12 to 20 steps do not find the hack (score
+    # -0.18..+0.09). critic_lr 1e-3, not 1e-4: twenty steps are too few for the slower critic.
+    summary = ppo.train(ppo.Config(digits=2, device="cpu", sft_checkpoint=path, reward="model", steps=20,
+                                   lr=2e-4, temperature=1.0, critic_lr=1e-3, prompts_per_step=64,
+                                   rm_prompts=128, rm_steps=20, rm_batch_size=16, n_test=50,
                                    eval_every=1000, samples_every=1000, out_dir=str(tmp_path)))
     rows = read_csv(tmp_path / "metrics.csv")[1:]  # after step 0, the starting evaluation
     score = [float(r["score"]) for r in rows]
-    # measured: 0.11 -> 0.48 reward-model standard deviations, while true accuracy fell 0.19 -> 0.10
-    assert sum(score[-3:]) / 3 >= sum(score[:3]) / 3 + 0.25, score
-    assert summary["explained_variance_last_10"] > 0.1  # measured 0.55: a learned score is predictable
+    length = [float(r["response_len"]) for r in rows]
+    # measured on seeds 0, 1, 2: the score rose 1.0..1.4 reward-model standard deviations, the
+    # responses shrank from 22..23 to 2..3 tokens, explained variance 0.11..0.17
+    assert sum(score[-3:]) / 3 >= sum(score[:3]) / 3 + 0.5, score
+    assert sum(length[-3:]) / 3 <= 0.5 * sum(length[:3]) / 3, length
+    assert summary["explained_variance_last_10"] > 0.05  # a learned score is predictable
 
 
 def test_learning(default_sft, tmp_path):

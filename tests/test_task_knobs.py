@@ -33,7 +33,8 @@ def test_defaults_reproduce_the_original_task_exactly():
     small = AdditionTask(2, 300)
     assert [p.prompt for p in small.test[:2]] == ["64+19=", "90+38="]
     assert [p.prompt for p in small.sample(3, np.random.default_rng(5))] == ["67+80=", "02+80=", "46+51="]
-    assert task_config(None) == task_config(sft.Config().__dict__) == {"easy_digits": None, "hard_fraction": 0.5}
+    assert task_config(None) == task_config(sft.Config().__dict__) == {"easy_digits": None, "hard_fraction": 0.5,
+                                                                       "verbose_max": 0}
 
 
 @pytest.mark.parametrize("digits,easy_digits,hard_fraction", SETTINGS)
