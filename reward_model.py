@@ -10,12 +10,15 @@ r_phi is a copy of the SFT model, read as a sum over the response's tokens:
 
 The first term (at the policy's sampling temperature) is how likely the model finds each token
 where it was written: that is what knows the arithmetic (a wrong digit is an unlikely digit), so
-the reward model starts informative. The second is a learned price per token, b, zero at the
-start: the whole of the model's taste for length, in one number that can be printed. The usual
-design, a scalar head read at the last token, stays near chance on this task: one position must
-judge a whole sum, and nothing trained the trunk's features there to do so. A learned score at
-every position does worse under PPO, which finds the tokens it overrates and writes them
-everywhere.
+the reward model starts informative. Before any training it is log pi_ref(o) itself, and PPO
+against it only sharpens the SFT policy towards its own mode. The second term is a learned price
+per token, b, zero at the start. Length enters the score twice: each token adds its (negative)
+log-probability and b, so a longer response scores higher only where b outweighs what its extra
+tokens cost; and where b < 0, every score is below 0 and the shortest response, end-of-text at
+once, scores highest. The usual design, a scalar head read at the last token, stays near chance
+on this task: one position must judge a whole sum, and nothing trained the trunk's features
+there to do so. A learned score at every position does worse under PPO, which finds the tokens
+it overrates and writes them everywhere.
 
 The labeller. Each pair is a right and a wrong response to one prompt. The gold rule prefers the
 right one. A biased labeller, as human annotators are (Singhal et al. 2023 find length behind
@@ -95,10 +98,12 @@ def score(reward_model, seq, prompt_len: int, response_mask, batch: int = 256):
 def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens: int):
     """Sample cfg.rm_samples responses to cfg.rm_prompts prompts from the SFT policy (at
     cfg.temperature), have the labeller (cfg.label_length_bias) judge right-vs-wrong pairs, and
-    fit a RewardModel by Bradley-Terry on the pairs of the first 80% of prompts. Returns the model,
-    frozen; its score's (mean, std) on those samples, which PPO normalises by (also kept as
-    reward_model.norm); and, on the held-out 20%: its accuracy against the gold rule, the share of
-    pairs where it prefers the longer response, and its price per token."""
+    fit a RewardModel by Bradley-Terry on the first 80% of the pairs (in prompt order: a prompt
+    may straddle the cut). Returns the model, frozen; its score's (mean, std) over all the sampled
+    responses, which PPO normalises by (also kept as reward_model.norm); and, on the held-out 20%
+    of the pairs: its accuracy against the gold rule, the share of pairs of unequal length where
+    it scores the longer one higher (these pairs are right-vs-wrong, so correctness weighs in
+    too), and its price per token."""
     problems = task.sample(cfg.rm_prompts, rng)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
     P, k = prompt_ids.shape[1], cfg.rm_samples
@@ -107,13 +112,14 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
                                            temperature=cfg.temperature)  # (N k, T) each
     seq = torch.cat([prompt_ids.repeat_interleave(k, dim=0), response_ids], dim=1)  # (N k, P + T)
     response_mask = response_mask.float()
-    lengths = response_mask.sum(1).long().tolist()
+    lengths = response_mask.sum(1).long().tolist()  # (N k,) as a list, as `correct`
     correct = [reward_fn(tokenizer.decode(ids[:m]), problems[i // k].answer)["reward"] == 1
                for i, (ids, m) in enumerate(zip(response_ids.tolist(), lengths))]
     pairs, _ = label_pairs(correct, lengths, k, cfg.label_length_bias, rng)
     runs.require(len(pairs) >= 10, f"only {len(pairs)} preference pairs: raise --rm_prompts")
-    gold = torch.tensor([(r, w) if correct[r] else (w, r) for r, w in pairs], device=device)
-    pairs = torch.tensor(pairs, device=device)  # (pairs, 2): prompts in order, the tail held out
+    gold_pairs = torch.tensor([(r, w) if correct[r] else (w, r) for r, w in pairs],
+                              device=device)  # (pairs, 2): the right response first
+    pairs = torch.tensor(pairs, device=device)  # (pairs, 2): the labeller's choice first
     n_train = int(0.8 * len(pairs))
     reward_model = RewardModel(policy, cfg.temperature).train()
     optimizer = torch.optim.AdamW(  # the price is one number: it has its own, larger rate
@@ -123,24 +129,24 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     for rm_step in range(1, cfg.rm_steps + 1):
         for group, peak in zip(optimizer.param_groups, (cfg.rm_lr, cfg.rm_price_lr)):
             # the same warm-up as PPO's, for the same reason
-            group["lr"] = runs.lr_at(rm_step, peak, cfg.warmup_steps, cfg.rm_steps, False)
+            group["lr"] = runs.lr_at(rm_step, peak, cfg.warmup_steps, cfg.rm_steps, cosine=False)
         rows = pairs[torch.randint(n_train, (cfg.rm_batch_size,))].flatten()  # chosen, rejected..
-        scores = reward_model(seq[rows], P, response_mask[rows])  # (2 b,)
-        loss = bradley_terry_loss(scores[0::2], scores[1::2])
+        batch_scores = reward_model(seq[rows], P, response_mask[rows])  # (2 b,)
+        loss = bradley_terry_loss(batch_scores[0::2], batch_scores[1::2])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reward_model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     reward_model.eval().requires_grad_(False)
     scores = score(reward_model, seq, P, response_mask)  # (N k,)
-    held_out, gold_held_out = pairs[n_train:], gold[n_train:]
-    accuracy = pair_accuracy(scores[gold_held_out[:, 0]], scores[gold_held_out[:, 1]])
-    length = torch.tensor(lengths, device=device)
-    longer = torch.where((length[held_out[:, 0]] >= length[held_out[:, 1]])[:, None], held_out,
-                         held_out.flip(1))  # (pairs, 2): the longer response first
-    unequal = length[longer[:, 0]] > length[longer[:, 1]]
-    prefers_longer = (pair_accuracy(scores[longer[unequal, 0]], scores[longer[unequal, 1]])
-                      if unequal.any() else None)
+    held_out, right_first = pairs[n_train:], gold_pairs[n_train:]  # (held-out pairs, 2) each
+    accuracy = pair_accuracy(scores[right_first[:, 0]], scores[right_first[:, 1]])
+    length_t = torch.tensor(lengths, device=device)  # (N k,)
+    longer_first = torch.where((length_t[held_out[:, 0]] >= length_t[held_out[:, 1]])[:, None],
+                               held_out, held_out.flip(1))  # (held-out pairs, 2)
+    unequal = length_t[longer_first[:, 0]] > length_t[longer_first[:, 1]]
+    prefers_longer = (pair_accuracy(scores[longer_first[unequal, 0]],  # ordered the longer first
+                                    scores[longer_first[unequal, 1]]) if unequal.any() else None)
     price = reward_model.price.item()
     print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples "
           f"(length bias {cfg.label_length_bias}), {cfg.rm_steps} steps, last loss "

@@ -9,16 +9,19 @@ Setup. The SFT model learns 3-digit addition from verbose demonstrations (sft.py
 scratchpad may end with empty steps, a comma each, so length is something the policy can buy and
 that buys nothing. Reward models (reward_model.py: each token's likelihood plus a learned price
 per token, Bradley-Terry on right-vs-wrong pairs of the SFT model's samples at temperature 1) are
-trained inside each PPO run (ppo.py --reward model, rollouts at temperature 1): from a labeller
-who prefers the longer response with probability LENGTH_BIAS, at each beta in BETAS, and from the
-gold rule at the smallest beta. Gold is the verifier's verdict on the rollouts (fresh problems,
-judged before the update on them), and held-out greedy accuracy every EVAL_EVERY steps. KL(pi ||
-pi_ref) per sequence is the rollout's mean per-token k1 times its mean length.
+trained inside each PPO run (ppo.py --reward model, rollouts at temperature 1; the same seed
+gives every run of one labeller the same reward model): from a labeller who prefers the longer
+response with probability LENGTH_BIAS, at each beta in BETAS, and from the gold rule at the
+smallest beta. Gold is the verifier's verdict on the rollouts (fresh problems, judged before the
+update on them), a trailing 5-step mean (the first 4 steps average fewer), and held-out greedy
+accuracy every PPO["eval_every"] steps. KL(pi || pi_ref) per sequence is the rollout's mean
+per-token k1 times its mean length.
 
 Best-of-n from one pool (Gao's other optimiser, as Coste et al. 2024 measure it): K SFT samples
 per held-out prompt, and for each n the unbiased estimate of the gold and the proxy of the best
-of n (best_of_n_mean), at KL = log n - (n - 1) / n. Gao's functional forms are fitted to the
-gold's rise from its start: best-of-n d (alpha - beta d), RL d (alpha - beta log d), d = sqrt(KL).
+of n (best_of_n_mean), at KL = log n - (n - 1) / n (an upper bound where samples tie). Gao's
+functional forms are fitted to the gold's rise from its start: best-of-n d (alpha - beta d), RL
+d (alpha - beta log d), d = sqrt(KL).
 
 The claim holds when, with the biased reward model and the smallest beta, gold (5-step mean)
 rises at least GOLD_RISE_MIN above its start and then ends at least GOLD_FALL_MIN below its
@@ -60,26 +63,28 @@ def run(args) -> dict:
     # --quick: a few SFT steps leave no right answer to make pairs of; start from args' model
     sft_checkpoint = (args.sft_checkpoint if args.quick
                       else f"{args.out_dir}/reward_hacking/sft/model.pt")
-    runs, reward_models = {}, {}
+    curves, reward_models = {}, {}
     for name, bias, beta in ([(f"biased_beta_{b:g}", LENGTH_BIAS, b) for b in BETAS]
                              + [(f"unbiased_beta_{BETAS[0]:g}", 0.0, BETAS[0])]):
         models = {}
         rows = train_script(ppo, args, f"reward_hacking/{name}", models=models,
                             sft_checkpoint=sft_checkpoint, label_length_bias=bias, beta=beta,
                             **PPO)
-        runs[name] = rl_curve(rows)
+        curves[name] = rl_curve(rows)
         summary = read_summary(args, f"reward_hacking/{name}")  # its reward model, measured
-        runs[name]["reward_model"] = {k: summary[f"reward_model_{k}"]
-                                      for k in ("pair_accuracy", "prefers_longer", "price")}
+        curves[name]["reward_model"] = {key: summary[f"reward_model_{key}"]
+                                        for key in ("pair_accuracy", "prefers_longer", "price")}
+        curves[name]["eval_step"].insert(0, 0)  # the SFT model's held-out accuracy, at step 0
+        curves[name]["eval_accuracy"].insert(0, summary["start_accuracy"])
         reward_models.setdefault(bias, (models["reward_model"], models["reward_model"].norm))
     pool = best_of_n_pool(sft_checkpoint, reward_models, args)
-    results = {"runs": runs, "best_of_n": pool,
+    results = {"runs": curves, "best_of_n": pool,
                "gao_fits": {**{name: gao_fit(r["sqrt_kl"], r["gold"], "rl")
-                               for name, r in runs.items()},
+                               for name, r in curves.items()},
                             **{name: gao_fit(p["sqrt_kl"], p["gold"], "best_of_n")
                                for name, p in pool.items()}}}
     plot(results, args)
-    return {**results, **claims(runs)}
+    return {**results, **claims(curves)}
 
 
 def rl_curve(rows: list[dict]) -> dict:
@@ -108,7 +113,8 @@ def best_of_n_mean(proxy, values, n: int):
 
 
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || pi_ref) = log n - (n - 1) / n (exact for a score without ties)."""
+    """KL(best-of-n || pi_ref) <= log n - (n - 1) / n, equal when no two samples tie in score
+    (Beirami et al. 2024); repeated responses tie, so here it is an upper bound."""
     return math.log(n) - (n - 1) / n
 
 
@@ -122,9 +128,10 @@ def best_of_n_pool(sft_checkpoint: str, reward_models: dict, args) -> dict:
     set_seed(0)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], "cpu")  # (G, P)
     ids, mask = generate(policy.cpu().eval(), prompt_ids, task.max_new_tokens, tokenizer.eos_id,
-                         tokenizer.pad_id, num_samples=K, temperature=PPO["temperature"])
+                         tokenizer.pad_id, num_samples=K,
+                         temperature=PPO["temperature"])  # (G K, T) each
     seq = torch.cat([prompt_ids.repeat_interleave(K, dim=0), ids], dim=1)  # (G K, P + T)
-    lengths = mask.sum(1)
+    lengths = mask.sum(1)  # (G K,), and gold and has_eos too
     gold = torch.tensor([reward_fn(tokenizer.decode(r[:m]), problems[i // K].answer)["reward"]
                          for i, (r, m) in enumerate(zip(ids.tolist(), lengths.tolist()))])
     has_eos = (ids == tokenizer.eos_id).any(dim=1)
@@ -186,8 +193,8 @@ def claims(runs: dict) -> dict:
 
 
 def plot(results: dict, args) -> None:
-    """Gold and proxy against sqrt(KL) for the RL runs and best-of-n (Gao's figure), with the
-    fitted forms; length and held-out greedy accuracy against the step."""
+    """Gold and proxy against sqrt(KL) for the RL runs and best-of-n (Gao's figure), best-of-n's
+    gold with its fitted form; length and held-out greedy accuracy against the step."""
     fig, (gold_ax, proxy_ax, length_ax, eval_ax) = new_figure(
         4, f"PPO against reward models learnt from labels with a length bias of {LENGTH_BIAS} "
            f"(and none)")
@@ -198,10 +205,15 @@ def plot(results: dict, args) -> None:
         length_ax.plot(r["step"], r["length"], **style)
         eval_ax.plot(r["eval_step"], r["eval_accuracy"], marker=".", **style)
     for j, (name, p) in enumerate(results["best_of_n"].items()):
-        style = dict(color=f"C{len(results['runs']) + j}", marker="s", markersize=3,
-                     linestyle="--", label=f"best-of-n, {name} reward model (n <= {p['n'][-1]})")
-        gold_ax.plot(p["sqrt_kl"], p["gold"], **style)
-        proxy_ax.plot(p["sqrt_kl"], p["proxy"], **style)
+        color = f"C{len(results['runs']) + j}"
+        gold_ax.plot(p["sqrt_kl"], p["gold"], color=color, marker="s", markersize=3,
+                     linestyle="none", label=f"best-of-n, {name} reward model (n <= {p['n'][-1]})")
+        proxy_ax.plot(p["sqrt_kl"], p["proxy"], color=color, marker="s", markersize=3)
+        fit = results["gao_fits"][name]  # Gao's form through the points: d (alpha - beta d)
+        d = [p["sqrt_kl"][-1] * i / 50 for i in range(51)]
+        gold_ax.plot(d, [p["gold"][0] + x * (fit["alpha"] - fit["beta"] * x) for x in d],
+                     color=color, linestyle="--", linewidth=1,
+                     label=f"fit: {fit['alpha']:.2f} d - {fit['beta']:.2f} d^2")
     for ax, title in ((gold_ax, "gold: verifier on the samples (5-step mean)"),
                       (proxy_ax, "proxy: reward-model score (std of the SFT samples)")):
         ax.set_title(title, fontsize=9)
