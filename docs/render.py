@@ -16,17 +16,21 @@ DEFAULTS = ["sft", "grpo", "expert_iteration", "dpo", "ppo", "ppo_reward_model"]
 BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
-def load(kind, name):
+def load(kind, name, missing=None):
+    """docs/results/KIND/NAME.json, or None (noted in `missing`, if given) when it is absent."""
     path = RESULTS / kind / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if path.exists():
+        return json.loads(path.read_text())
+    if missing is not None:
+        missing.append(f"{kind}/{name}.json")
+    return None
 
 
 def render_defaults(missing):
     rows, machines = [], set()
     for name in DEFAULTS:
-        d = load("defaults", name)
+        d = load("defaults", name, missing)
         if d is None:
-            missing.append(f"defaults/{name}.json")
             rows.append(f"| `{name}` | missing | missing | missing |")
             continue
         s = d["summary"]
@@ -58,9 +62,8 @@ def verdict_word(results):
 def render_experiments(missing):
     rows, machines = [], set()
     for name in EXPERIMENTS:
-        d = load("experiments", name)
+        d = load("experiments", name, missing)
         if d is None:
-            missing.append(f"experiments/{name}.json")
             rows.append(f"| `{name}` | missing | missing |")
             continue
         r = d["results"]
@@ -76,9 +79,8 @@ def render_experiments(missing):
 
 def render_default(name, missing, kind="defaults"):
     """One run's result (kind "defaults": CPU, or "gpu"), for its algorithm page."""
-    d = load(kind, name)
+    d = load(kind, name, missing)
     if d is None:
-        missing.append(f"{kind}/{name}.json")
         return "missing\n"
     s = d["summary"]
     start = "0" if name == "sft" else f"{s['start_accuracy']:.3f}"
@@ -91,9 +93,8 @@ def render_default(name, missing, kind="defaults"):
 
 def render_experiment(name, missing):
     """An experiment's verdict and every scalar it reports, for docs/experiments.md."""
-    d = load("experiments", name)
+    d = load("experiments", name, missing)
     if d is None:
-        missing.append(f"experiments/{name}.json")
         return "missing\n"
     r = d["results"]
     lines = [f"Verdict: **{verdict_word(r)}**. `{d['command']}` on {d['machine']}:", ""]
@@ -137,9 +138,8 @@ def fmt(value):
 
 def render_bench(missing):
     """bench.py's step table, for docs/performance.md."""
-    d = load("defaults", "bench")
+    d = load("defaults", "bench", missing)
     if d is None:
-        missing.append("defaults/bench.json")
         return "missing\n"
     b = d["summary"]
     gen, rows = b["generation"], []
@@ -189,9 +189,8 @@ def render_gpu(missing):
 
 def render_console(name, missing):
     """The last console line of a default run, as the script prints it."""
-    d = load("defaults", name)
+    d = load("defaults", name, missing)
     if d is None:
-        missing.append(f"defaults/{name}.json")
         return "missing\n"
     s = d["summary"]
     return "\n".join([f"`{d['command']}` ends, on {d['machine']}, with", "", "```",

@@ -140,8 +140,8 @@ def best_of_n_pool(sft_checkpoint: str, reward_models: dict, args) -> dict:
     for bias, (reward_model, (mean, std)) in reward_models.items():
         with torch.inference_mode():
             scores = (reward_model.cpu()(seq, prompt_ids.shape[1], mask.float()) - mean) / std
-        scores = torch.where(has_eos, scores, torch.full_like(scores, PPO.get(
-            "missing_eos_penalty", ppo.Config.missing_eos_penalty)))  # as PPO scores them
+        scores = torch.where(has_eos, scores, torch.full_like(
+            scores, ppo.Config.missing_eos_penalty))  # as PPO scores them
         per_n = {key: [best_of_n_mean(scores.view(-1, K), v.view(-1, K).float(), n).mean().item()
                        for n in ns]
                  for key, v in (("gold", gold), ("proxy", scores), ("length", lengths))}
