@@ -229,10 +229,10 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
 
 def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
-    t0 = time.time()
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode: pi_theta = pi_ref, the first loss is ln 2
+    run = runs.Run(cfg, sft.train_if_missing)  # checks out_dir, makes out/sft if missing, seeds
+    policy = run.load_policy()  # eval mode: pi_theta = pi_ref, the first loss is ln 2
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: frozen SFT model
+    task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
 
     # The offline preference sets, sampled once from the SFT model (= the reference).
     train_pairs, train_stats = build_preference_pairs(
@@ -252,91 +252,77 @@ def train(cfg: Config) -> dict:
     ref_logps = all_sequence_log_probs(reference, train_data) if use_ref else None  # (2N,)
     test_ref_logps = all_sequence_log_probs(reference, test_data) if use_ref else None
     del reference
-    build_seconds = time.time() - t0
+    build_seconds = time.time() - run.t0
+
+    def held_out():  # greedy task accuracy and the implicit reward's accuracy on held-out pairs
+        metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
+        metrics["preference_accuracy"] = preference_accuracy(policy, test_data, test_ref_logps,
+                                                             cfg)
+        return metrics, samples
 
     decay = [p for p in policy.parameters() if p.dim() >= 2]  # no weight decay on biases and norms
     no_decay = [p for p in policy.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    log = runs.RunLog(cfg, f"DPO ({cfg.loss_type}, beta {cfg.beta}, NLL weight {cfg.nll_weight}) | "
-                           f"{device} | {n_pairs} pairs from {cfg.n_prompts} prompts "
-                           f"({train_stats['skipped_all_correct']} all right, "
-                           f"{train_stats['skipped_all_wrong']} all wrong, skipped) | "
-                           f"{len(test_pairs)} held-out pairs | built in {build_seconds:.0f} s", t0)
-    start_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-    start_pref = preference_accuracy(policy, test_data, test_ref_logps, cfg)
-    log.start({**start_metrics, "preference_accuracy": start_pref}, samples)
-    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
-    step, per_epoch = state.restore() - 1, n_pairs // cfg.batch_size  # --resume: the last eval
-    try:
-        while step < cfg.steps:  # outer loop: one pass (epoch) over the fixed preference set
-            if step % per_epoch == 0:  # else a resumed run goes on with its epoch's saved order
-                state.extra["order"] = torch.from_numpy(rng.permutation(n_pairs))
-            order = state.extra["order"].to(device)
-            # Inner loop: minibatches; the last partial one of each epoch is dropped, so that
-            # every step sees batch_size pairs (the next epoch's shuffle puts those pairs back).
-            for i in range(step % per_epoch * cfg.batch_size, n_pairs - cfg.batch_size + 1,
-                           cfg.batch_size):
-                step += 1
-                lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # 1. A minibatch of pairs: chosen and rejected rows go through one forward pass.
-                idx = order[i:i + cfg.batch_size]  # (B,)
-                rows = torch.cat([idx, idx + n_pairs])  # (2B,): chosen then rejected
-                batch = {k: v[rows] for k, v in train_data.items()}
-                logps, lengths = sequence_log_probs(policy, batch)  # (2B,) summed log-probs
-                B = cfg.batch_size
-                ref = ref_logps[rows] if use_ref else torch.zeros_like(logps)  # (2B,); SimPO: none
-                # 2. The preference loss on the implicit rewards, plus the chosen response's NLL.
-                losses, chosen_rewards, rejected_rewards = preference_loss(
-                    logps[:B], logps[B:], ref[:B], ref[B:], cfg.loss_type, cfg.beta,
-                    cfg.label_smoothing, cfg.simpo_gamma, lengths[:B], lengths[B:])
-                nll = -(logps[:B] / lengths[:B]).mean()  # per-token NLL of the chosen responses
-                loss = losses.mean() + cfg.nll_weight * nll
-                # 3. Backward, clip, step.
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+    run.start(f"DPO ({cfg.loss_type}, beta {cfg.beta}, NLL weight {cfg.nll_weight}) | {device} | "
+              f"{n_pairs} pairs from {cfg.n_prompts} prompts "
+              f"({train_stats['skipped_all_correct']} all right, "
+              f"{train_stats['skipped_all_wrong']} all wrong, skipped) | "
+              f"{len(test_pairs)} held-out pairs | built in {build_seconds:.0f} s",
+              held_out(), policy=policy, optimizer=optimizer)
+    B, per_epoch = cfg.batch_size, n_pairs // cfg.batch_size  # the last partial batch is dropped
+    for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
+        # Outer loop: epochs over the fixed preference set, each in a new order (saved with the
+        # run's state, so that a resumed run goes on with its epoch's order).
+        i = (step - 1) % per_epoch * B  # this step's first pair in the epoch's order
+        if i == 0:
+            run.saved["order"] = torch.from_numpy(rng.permutation(n_pairs))
+        # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step
+        lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps))
+        # 1. A minibatch of pairs: chosen and rejected rows go through one forward pass.
+        idx = run.saved["order"].to(device)[i:i + B]  # (B,)
+        rows = torch.cat([idx, idx + n_pairs])  # (2B,): chosen then rejected
+        batch = {k: v[rows] for k, v in train_data.items()}
+        logps, lengths = sequence_log_probs(policy, batch)  # (2B,) summed log-probs
+        ref = ref_logps[rows] if use_ref else torch.zeros_like(logps)  # (2B,); SimPO: none
+        # 2. The preference loss on the implicit rewards, plus the chosen response's NLL.
+        losses, chosen_rewards, rejected_rewards = preference_loss(
+            logps[:B], logps[B:], ref[:B], ref[B:], cfg.loss_type, cfg.beta,
+            cfg.label_smoothing, cfg.simpo_gamma, lengths[:B], lengths[B:])
+        nll = -(logps[:B] / lengths[:B]).mean()  # per-token NLL of the chosen responses
+        loss = losses.mean() + cfg.nll_weight * nll
+        # 3. Backward, clip, step.
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-                # 4. Log with TRL's names; the rewards are those before this step's update.
-                row = {"step": step, "epoch": step * B / n_pairs, "loss": losses.mean().item(),
-                       "nll": nll.item(), "rewards/chosen": chosen_rewards.mean().item(),
-                       "rewards/rejected": rejected_rewards.mean().item(),
-                       "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-                       "rewards/accuracies": pair_accuracy(chosen_rewards, rejected_rewards),
-                       "logps/chosen": logps[:B].mean().item(),
-                       "logps/rejected": logps[B:].mean().item(),
-                       "grad_norm": grad_norm.item(), "lr": lr}
-                eval_metrics = None
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    pref_acc = preference_accuracy(policy, test_data, test_ref_logps, cfg)
-                    eval_metrics, samples = evaluate(policy, tokenizer, task.test,
-                                                     task.max_new_tokens)
-                    eval_metrics["preference_accuracy"] = pref_acc
-                log.step(row, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                               "logps/rejected", "nll", "eval_preference_accuracy"], eval_metrics)
-                if step % cfg.samples_every == 0:
-                    runs.log_generations(samples, title=f"held-out samples at step {step}")
-                if step == cfg.steps:
-                    break
-    except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task)
-        log.eval_metrics["preference_accuracy"] = preference_accuracy(policy, test_data,
-                                                                      test_ref_logps, cfg)
-        log.rows[-1]["eval_preference_accuracy"] = log.eval_metrics["preference_accuracy"]
+        # 4. Log with TRL's names; the rewards are those before this step's update.
+        row = {"step": step, "epoch": step * B / n_pairs, "loss": losses.mean().item(),
+               "nll": nll.item(), "rewards/chosen": chosen_rewards.mean().item(),
+               "rewards/rejected": rejected_rewards.mean().item(),
+               "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+               "rewards/accuracies": pair_accuracy(chosen_rewards, rejected_rewards),
+               "logps/chosen": logps[:B].mean().item(),
+               "logps/rejected": logps[B:].mean().item(),
+               "grad_norm": grad_norm.item(), "lr": lr}
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        run.log(row, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                      "logps/rejected", "nll", "eval_preference_accuracy"],
+                held_out() if is_eval else None)
+        if step % cfg.samples_every == 0:
+            runs.log_generations(run.samples, title=f"held-out samples at step {step}")
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
-    return log.finish(policy, samples, f"dpo-{cfg.loss_type}", CURVES,
-                      f"DPO ({cfg.loss_type}, NLL weight {cfg.nll_weight}), {cfg.digits} digits",
-                      {"start_preference_accuracy": start_pref,
-                       "final_preference_accuracy": log.eval_metrics["preference_accuracy"],
-                       "epochs": log.rows[-1]["step"] * cfg.batch_size / n_pairs,
-                       "train_pairs": n_pairs, "heldout_pairs": len(test_pairs),
-                       "train_preference_set": train_stats, "heldout_preference_set": test_stats,
-                       "build_seconds": round(build_seconds, 2)})
+    summary = run.finish(
+        policy, f"dpo-{cfg.loss_type}", CURVES,
+        f"DPO ({cfg.loss_type}, NLL weight {cfg.nll_weight}), {cfg.digits} digits",
+        {"epochs": run.rows[-1]["step"] * B / n_pairs, "train_pairs": n_pairs,
+         "heldout_pairs": len(test_pairs), "train_preference_set": train_stats,
+         "heldout_preference_set": test_stats, "build_seconds": round(build_seconds, 2)},
+        evaluate_now=held_out)  # (start_ and final_preference_accuracy come with the evaluations)
+    return summary
 
 
 CURVES = [  # curves.png: (panel title, metrics.csv columns)

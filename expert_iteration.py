@@ -37,7 +37,6 @@ Outputs: out/expert_iteration/{metrics.csv, curves.png, model.pt, summary.json}.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
@@ -74,7 +73,6 @@ class Config:
     beta2: float = 0.98  # AdamW second-moment decay
     max_grad_norm: float = 1.0  # clip the global gradient norm to this (CS336)
     # --- run ---
-    preset: Literal["none", "cs336"] = "none"  # cs336: the handout's settings; explicit flags win
     seed: int = 0  # seeds sampling and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 1  # held-out greedy evaluation every N EI steps
@@ -128,8 +126,9 @@ def response_entropy(model, tokenizer, prompts, responses, temperature, rows_per
 # ----------------------------------------------------------------------------------------------
 def train(cfg: Config) -> dict:
     """Run expert iteration, evaluate, save. Returns the summary also written to summary.json."""
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    policy = runs.load_policy(cfg, device)  # in eval mode: no dropout
+    run = runs.Run(cfg, sft.train_if_missing, total_steps=cfg.n_ei_steps)  # out/sft if missing
+    policy = run.load_policy()  # the SFT model, in eval mode: no dropout
+    task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
     sampler = policy  # Algorithm 2 samples from the current policy (R1's distillation: a teacher)
     if cfg.teacher_checkpoint is not None:
         sampler, _ = runs.load_checkpoint(cfg.teacher_checkpoint, digits=cfg.digits, device=device)
@@ -137,83 +136,78 @@ def train(cfg: Config) -> dict:
                                   weight_decay=cfg.weight_decay)
     micro_size = cfg.batch_size // cfg.gradient_accumulation_steps
     G, n_questions = cfg.group_size, cfg.questions_per_step
-    log = runs.RunLog(cfg, f"expert iteration | {device} | {cfg.n_ei_steps} steps x {n_questions} "
-                           f"questions x {G} responses, {cfg.sft_epochs} SFT epochs",
-                      total_steps=cfg.n_ei_steps)
-    samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
-    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
-    first = state.restore()  # 1, or with --resume the step after the last evaluation
-    opt_step, sampled = (log.rows[-1].get(k, 0) for k in ("optimizer_steps", "sampled_responses"))
-    try:
-        for step in range(first, cfg.n_ei_steps + 1):
-            # 1. Rollout: G responses to each of D_b fresh questions.
-            problems = task.sample(n_questions, rng)
-            prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (D_b, P)
-            response_ids, response_mask = generate(
-                sampler, prompt_ids, task.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                num_samples=G, temperature=cfg.temperature,
-                min_new_tokens=cfg.min_new_tokens)  # (B, T) each
-            lengths = response_mask.sum(dim=1).tolist()
-            responses = [tokenizer.decode(row[:n])
-                         for row, n in zip(response_ids.tolist(), lengths)]
-            prompts = [p.prompt for p in problems for _ in range(G)]  # row i: question i // G
-            sampled += len(responses)
+    run.start(f"expert iteration | {device} | {cfg.n_ei_steps} steps x {n_questions} questions x "
+              f"{G} responses, {cfg.sft_epochs} SFT epochs",
+              evaluate(policy, tokenizer, task.test, task.max_new_tokens),
+              policy=policy, optimizer=optimizer)
+    last = run.rows[-1]  # step 0's, or with --resume the last saved step's
+    opt_step, sampled = last.get("optimizer_steps", 0), last.get("sampled_responses", 0)
+    for step in run.steps():  # 1 .. n_ei_steps; Ctrl-C ends the loop after a whole step
+        # 1. Rollout: G responses to each of D_b fresh questions.
+        problems = task.sample(n_questions, rng)
+        prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (D_b, P)
+        response_ids, response_mask = generate(
+            sampler, prompt_ids, task.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+            num_samples=G, temperature=cfg.temperature,
+            min_new_tokens=cfg.min_new_tokens)  # (B, T) each
+        lengths = response_mask.sum(dim=1).tolist()
+        responses = [tokenizer.decode(row[:n])
+                     for row, n in zip(response_ids.tolist(), lengths)]
+        prompts = [p.prompt for p in problems for _ in range(G)]  # row i: question i // G
+        sampled += len(responses)
 
-            # 2. Reward and filter: D_sft is the responses with reward 1, nothing else.
-            sft_prompts, sft_responses, rewards = filter_correct(
-                prompts, responses, [p.answer for p in problems for _ in range(G)], reward_fn)
-            solved = (rewards.view(-1, G) == 1).any(dim=1).float().mean().item()
-            entropy = response_entropy(policy, tokenizer, prompts, responses, cfg.temperature)
+        # 2. Reward and filter: D_sft is the responses with reward 1, nothing else.
+        sft_prompts, sft_responses, rewards = filter_correct(
+            prompts, responses, [p.answer for p in problems for _ in range(G)], reward_fn)
+        solved = (rewards.view(-1, G) == 1).any(dim=1).float().mean().item()
+        entropy = response_entropy(policy, tokenizer, prompts, responses, cfg.temperature)
 
-            # 3. SFT on D_sft: epochs of shuffled batches, micro-batches, clip, one step per batch.
-            nll_sum, n_tokens, grad_norm = 0.0, 0, None
-            for epoch in range(cfg.sft_epochs):
-                order = torch.randperm(len(sft_responses)).tolist()  # empty D_sft: no step
-                for b in range(0, len(order), cfg.batch_size):
-                    batch_rows = order[b:b + cfg.batch_size]
-                    for m in range(0, len(batch_rows), micro_size):
-                        rows = batch_rows[m:m + micro_size]
-                        batch = tokenize_prompt_and_output([sft_prompts[i] for i in rows],
-                                                           [sft_responses[i] for i in rows],
-                                                           tokenizer)
-                        mask = batch["response_mask"].to(device)  # (len(rows), P + T - 1)
-                        log_probs = get_response_log_probs(policy, batch["input_ids"].to(device),
-                                                           batch["labels"].to(device))["log_probs"]
-                        # CS336's gradient_accumulation_steps: how many micro-batches of this
-                        # size make the batch (a short last one weighs its rows like the others)
-                        microbatches_per_batch = len(batch_rows) / len(rows)
-                        sft_microbatch_train_step(log_probs, mask, microbatches_per_batch)
-                        nll_sum -= (log_probs.detach() * mask).sum().item()
-                        n_tokens += mask.sum().item()
-                    opt_step += 1
-                    for group in optimizer.param_groups:
-                        group["lr"] = runs.lr_at(opt_step, cfg.lr, cfg.warmup_steps, 0, False)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                               cfg.max_grad_norm).item()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+        # 3. SFT on D_sft: epochs of shuffled batches, micro-batches, clip, one step per batch.
+        nll_sum, n_tokens, grad_norm = 0.0, 0, None
+        for epoch in range(cfg.sft_epochs):
+            order = torch.randperm(len(sft_responses)).tolist()  # empty D_sft: no step
+            for b in range(0, len(order), cfg.batch_size):
+                batch_rows = order[b:b + cfg.batch_size]
+                for m in range(0, len(batch_rows), micro_size):
+                    rows = batch_rows[m:m + micro_size]
+                    batch = tokenize_prompt_and_output([sft_prompts[i] for i in rows],
+                                                       [sft_responses[i] for i in rows],
+                                                       tokenizer)
+                    mask = batch["response_mask"].to(device)  # (len(rows), P + T - 1)
+                    log_probs = get_response_log_probs(policy, batch["input_ids"].to(device),
+                                                       batch["labels"].to(device))["log_probs"]
+                    # CS336's gradient_accumulation_steps k: the step divides these rows' mean
+                    # by k; k = batch size / len(rows) makes that their sum / batch size
+                    k = len(batch_rows) / len(rows)
+                    sft_microbatch_train_step(log_probs, mask, k)
+                    nll_sum -= (log_probs.detach() * mask).sum().item()
+                    n_tokens += mask.sum().item()
+                opt_step += 1
+                for group in optimizer.param_groups:
+                    group["lr"] = runs.lr_at(opt_step, cfg.lr, cfg.warmup_steps, 0, False)
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
+                                                           cfg.max_grad_norm).item()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
 
-            # 4. Log: filtered-set size, questions solved, rollout entropy, held-out accuracy.
-            row = {"step": step, "filtered_size": len(sft_responses),
-                   "reward": rewards.mean().item(), "solved_fraction": solved, "entropy": entropy,
-                   "nll_per_token": nll_sum / n_tokens if n_tokens else None,
-                   "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"],
-                   "optimizer_steps": opt_step, "sampled_responses": sampled,
-                   "response_len": sum(lengths) / len(lengths)}
-            eval_metrics = None
-            if step % cfg.eval_every == 0 or step == cfg.n_ei_steps:
-                eval_metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["filtered_size", "reward", "solved_fraction", "entropy"], eval_metrics)
-            if step % cfg.samples_every == 0 and sft_responses:
-                runs.log_generations([{"prompt": p, "response": r, "answer": extract_answer(r),
-                                       "format_reward": 1, "reward": 1}
-                                      for p, r in zip(sft_prompts[:4], sft_responses[:4])],
-                                     title=f"filtered responses at step {step}")
-    except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task)
+        # 4. Log: filtered-set size, questions solved, rollout entropy, held-out accuracy.
+        row = {"step": step, "filtered_size": len(sft_responses),
+               "reward": rewards.mean().item(), "solved_fraction": solved, "entropy": entropy,
+               "nll_per_token": nll_sum / n_tokens if n_tokens else None,
+               "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"],
+               "optimizer_steps": opt_step, "sampled_responses": sampled,
+               "response_len": sum(lengths) / len(lengths)}
+        is_eval = step % cfg.eval_every == 0 or step == cfg.n_ei_steps
+        run.log(row, ["filtered_size", "reward", "solved_fraction", "entropy"],
+                evaluate(policy, tokenizer, task.test, task.max_new_tokens) if is_eval else None)
+        if step % cfg.samples_every == 0 and sft_responses:
+            runs.log_generations([{"prompt": p, "response": r, "answer": extract_answer(r),
+                                   "format_reward": 1, "reward": 1}
+                                  for p, r in zip(sft_prompts[:4], sft_responses[:4])],
+                                 title=f"filtered responses at step {step}")
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
-    return log.finish(policy, samples, "expert_iteration", CURVES,
+    return run.finish(policy, "expert_iteration", CURVES,
                       f"Expert iteration, {cfg.digits}-digit addition",
                       {"optimizer_steps": opt_step, "sampled_responses": sampled})
 

@@ -1,8 +1,9 @@
 """Group Relative Policy Optimization (GRPO) on 3-digit addition, starting from the SFT model.
 
 For each prompt q, sample a group of G responses o_1..o_G from the current policy, score each with
-the rule-based reward r_i = reward_fn(o_i, answer), and give every token of o_i the same
-group-normalised advantage. No critic: the group mean is the baseline.
+the rule-based reward r_i = reward_fn(o_i, answer) (toy_model.py: 1 if formatted and right, else
+0), and give every token of o_i the same group-normalised advantage. No critic: the group mean is
+the baseline.
 
     A_i = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)
 
@@ -25,16 +26,22 @@ group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: d
     have no reward spread, and hotter sampling makes greedy accuracy fall for many steps first.
   - No KL penalty by default (DeepSeekMath: beta 0.04, `--beta 0.04`): with a verifier the
     reference barely matters here, and its forward pass would double the step time.
-  - Dr. GRPO: `--no-use_std_normalization --length_normalization constant`. DAPO: `--cliprange_high
-    0.28 --length_normalization token_mean --drop_equal_reward_groups` (no resampling).
   - Speed only, the same update: with beta 0 a row whose advantage is exactly 0 gets no forward or
-    backward pass (`rows_with_a_gradient`; `--no-skip_zero_advantage` trains every row).
-Off-policy variants, as TRL implements them (on-policy each has GRPO's gradient): GSPO (Zheng et
-al. 2025) `--ratio_level sequence`, one ratio per response, exp of its mean token log-ratio;
-CISPO (MiniMax-M1, 2025) `--loss_type cispo`, -sg(min(rho, 1 + eps_high)) A log pi, a damped
-gradient where the clip gives none. RLOO's baseline (Ahmadian et al. 2024, `--baseline
-leave_one_out`): the mean of the other G - 1 rewards, G / (G - 1) times GRPO's r - mean.
-Also: --epochs_per_rollout_batch 2 --train_batch_size 128 (off-policy), --abstain_reward 0.3.
+    backward pass (`--no-skip_zero_advantage` trains every row); the logged entropy, clip fraction
+    and KL are then means over the rows trained.
+The std division makes every group's advantages unit-size, whatever the rewards' scale: a tiny
+shaping term (a length penalty) in a group whose answers are all right becomes advantages of +-1.
+Variants, each one flag set or more (TRL implements each the same way):
+  - Dr. GRPO: --no-use_std_normalization --length_normalization constant.
+  - DAPO: --cliprange_high 0.28 --length_normalization token_mean --drop_equal_reward_groups
+    (the last without DAPO's resampling).
+  - RLOO (Ahmadian et al. 2024): --baseline leave_one_out --no-use_std_normalization: the mean
+    of the other G - 1 rewards, G / (G - 1) times GRPO's r - mean (the std would cancel it).
+  - GSPO (Zheng et al. 2025): --ratio_level sequence, one ratio per response, the exp of its mean
+    token log-ratio; its paper clips at --cliprange 3e-4 --cliprange_high 4e-4.
+  - CISPO (MiniMax-M1, 2025): --loss_type cispo --length_normalization token_mean,
+    -sg(min(rho, 1 + eps_high)) A log pi: a damped gradient where the clip gives none.
+  - off-policy: --epochs_per_rollout_batch 2 --train_batch_size 128.
 Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
 in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
 """
@@ -51,8 +58,8 @@ import checks
 import runs
 import sft
 from evaluation import evaluate
-from toy_model import (ABSTENTION, encode_prompts, generate, get_response_log_probs, kl_penalty,
-                       masked_mean, masked_normalize, reward_fn)
+from toy_model import (encode_prompts, generate, get_response_log_probs, kl_penalty, masked_mean,
+                       masked_normalize, reward_fn)
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
@@ -64,8 +71,6 @@ class Config:
     digits: int = 3  # operand length: 3 means a + b with a, b in [0, 999]
     n_test: int = 500  # held-out problems for evaluation, never trained on
     sft_checkpoint: str = "out/sft/model.pt"  # start and reference (the default is made if missing)
-    easy_digits: int | None = None  # operand length of "easy" problems: the checkpoint's (sft.py)
-    hard_fraction: float = 0.5  # with easy_digits: share of "hard" prompts (may differ from SFT's)
     # --- sampling ---
     group_size: int = 4  # G: responses sampled per prompt (DeepSeekMath uses 64)
     rollout_batch_size: int = 256  # responses per rollout batch = prompts x group_size
@@ -84,16 +89,13 @@ class Config:
     cliprange_high: float | None = None  # DAPO clip-higher upper epsilon (0.28); None: cliprange
     beta: float = 0.0  # weight of the per-token KL penalty to the reference (DeepSeekMath: 0.04)
     kl_estimator: Literal["k1", "k3"] = "k3"  # k3 (DeepSeekMath); warning: k1 has no mean gradient
-    format_reward_weight: float = 0.0  # reward = r1_zero reward + this x format reward (0: CS336)
-    abstain_reward: float | None = None  # reward for the "?" abstention (None: unformatted, 0)
-    wrong_reward: float = 0.0  # reward of any response neither right nor "?" (e.g. -1: a penalty)
     drop_equal_reward_groups: bool = False  # skip groups with one reward value (DAPO-like)
     skip_zero_advantage: bool = True  # no forward/backward for rows with A = 0 (same gradient)
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps); also the length of the lr schedule
     epochs_per_rollout_batch: int = 1  # passes over each rollout batch; > 1 is off-policy
     train_batch_size: int = 256  # responses per optimizer step; < rollout_batch_size is off-policy
-    gradient_accumulation_steps: int = 8  # micro-batches per optimizer step (less memory)
+    gradient_accumulation_steps: int = 8  # micro-batches per train batch: sets their size (memory)
     lr: float = 6e-5  # AdamW peak learning rate after the warm-up
     warmup_steps: int = 10  # linear warm-up from 0 over the first N steps (a fresh Adam is harsh)
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # after warm-up: cosine to lr / 10
@@ -102,7 +104,6 @@ class Config:
     beta2: float = 0.98  # AdamW second-moment decay
     max_grad_norm: float = 1.0  # clip the global gradient norm to this
     # --- run ---
-    preset: Literal["none", "cs336"] = "none"  # cs336: the handout's settings; explicit flags win
     seed: int = 0  # seeds sampling and the training problems
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     eval_every: int = 40  # held-out greedy evaluation (and KL when beta is 0) every N steps
@@ -116,7 +117,8 @@ class Config:
         checks.check_grpo(self)  # every bad value exits 2 with one line
 
 
-# CS336 Assignment 5's GRPO settings (--preset cs336 sets every flag not given explicitly)
+# CS336 Assignment 5's GRPO settings: `--preset cs336` sets every flag not given explicitly; in
+# Python, Config(**PRESETS["cs336"])
 PRESETS = {"cs336": dict(
     loss_type="reinforce_with_baseline", group_size=8, rollout_batch_size=256, temperature=1.0,
     min_new_tokens=4, train_batch_size=256, epochs_per_rollout_batch=1, steps=200, lr=1e-5,
@@ -145,9 +147,8 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     centered = torch.where(spread > 0, grouped - baseline, 0.0)
     if normalize_by_std:
         centered = centered / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased std
-    metadata = {"reward": raw_rewards.mean().item(),
-                "format_reward": sum(s["format_reward"] for s in scores) / len(scores),
-                "answer_reward": sum(s["answer_reward"] for s in scores) / len(scores),
+    metadata = {"reward": raw_rewards.mean().item(),  # and the mean of each other reward_fn key
+                **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0] if k != "reward"},
                 "zero_spread_fraction": (spread == 0).float().mean().item(),
                 "answer_rewards": torch.tensor([s["answer_reward"] for s in scores])}  # (B,)
     return centered.flatten(), raw_rewards, metadata
@@ -260,138 +261,138 @@ def log_probs_without_grad(model, input_ids, labels, temperature, rows_per_pass)
                       for i in range(0, len(input_ids), rows_per_pass)])
 
 
-def scored_reward(response, ground_truth, cfg):
-    """r1_zero's reward (with --abstain_reward, --wrong_reward) + format_reward_weight x format."""
-    r = reward_fn(response, ground_truth, cfg.abstain_reward, cfg.wrong_reward)
-    return {**r, "reward": r["reward"] + cfg.format_reward_weight * r["format_reward"]}
+def token_mean(trained: list[dict], key: str) -> float | None:
+    """A per-token statistic (entropy, clipped, kl) averaged over every response token trained on
+    in one step; trained holds one dict per micro-batch, with its "mask" (rows, T). None if
+    absent."""
+    if not trained or key not in trained[0]:
+        return None
+    mask = torch.cat([t["mask"] for t in trained])  # (rows trained, T)
+    return masked_mean(torch.cat([t[key] for t in trained]).float(), mask).item()
 
 
-def rows_with_a_gradient(batch_rows, advantages):
-    """Speed only (--skip_zero_advantage): with beta 0 a row with advantage 0 has loss 0 whatever
-    theta is. The caller still divides by the whole batch, so the update is the same."""
-    return batch_rows[advantages[batch_rows] != 0]
-
-
-def train(cfg: Config) -> dict:
-    """Run GRPO, evaluate, save. Returns the summary that is also written to summary.json."""
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode, no dropout: it trains as it samples
-    reference = runs.load_policy(cfg, device).requires_grad_(False)  # pi_ref: the frozen SFT model
-    max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
+def train(cfg: Config, reward=reward_fn, task=None) -> dict:
+    """Run GRPO from the SFT checkpoint, evaluate, save; returns the summary (also summary.json).
+    reward(response, ground_truth) -> {"reward", "format_reward", "answer_reward", ...} scores a
+    response (CS336's r1_zero reward_fn unless given); the mean of each key is a metrics.csv
+    column. task: the start checkpoint's addition task, unless an experiment passes its own."""
+    run = runs.Run(cfg, sft.train_if_missing, task)  # checks out_dir, makes out/sft if missing
+    policy = run.load_policy()  # the SFT model in eval mode (no dropout): it trains as it samples
+    reference = run.load_policy().requires_grad_(False)  # pi_ref: the frozen SFT model
+    task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
+    max_new = run.response_budget(cfg.max_new_tokens, policy)  # the task's unless given
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay)
     P, G, B = task.prompt_len, cfg.group_size, cfg.rollout_batch_size  # B = n_prompts x G
-    micro_size = cfg.train_batch_size // cfg.gradient_accumulation_steps
+    micro_size = cfg.train_batch_size // cfg.gradient_accumulation_steps  # rows per forward
     on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == B  # 1 step a batch
     loss_options = dict(  # the loss's fixed settings; Dr. GRPO's constant defaults to the budget
         cliprange=cfg.cliprange, cliprange_high=cfg.cliprange_high, beta=cfg.beta,
         kl_estimator=cfg.kl_estimator, length_normalization=cfg.length_normalization,
         normalize_constant=cfg.normalize_constant or max_new, ratio_level=cfg.ratio_level)
-    scored = lambda response, answer: scored_reward(response, answer, cfg)  # the run's reward
-    log = runs.RunLog(cfg, f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}")
-    samples = log.start(*evaluate(policy, tokenizer, task.test, max_new))
-    state = runs.Resumable(cfg, log, rng, policy=policy, optimizer=optimizer)  # saved at each eval
-    try:
-        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
-            lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps,
-                                                   cfg.lr_schedule == "cosine"))
-            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
-            # 1. Rollout: G responses to each of n fresh prompts from the current policy (pi_old).
-            t_rollout = time.time()
-            problems = task.sample(B // G, rng)
-            prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (n, P)
-            response_ids, response_mask = generate(
-                policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id, num_samples=G,
-                temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)  # (B, T) each
-            prompt_ids = prompt_ids.repeat_interleave(G, dim=0)  # (B, P): row i has prompt i // G
-            lengths = response_mask.sum(dim=1)  # (B,)
-            tokens_per_second = lengths.sum().item() / (time.time() - t_rollout)
+    # Speed only: with beta 0 a row whose advantage is exactly 0 has loss 0 whatever theta is, so
+    # its forward and backward are skipped; the divisors still count it, so the update is the same.
+    skip_zero = cfg.skip_zero_advantage and cfg.beta == 0 and cfg.loss_type != "no_baseline"
+    # step 0: held-out greedy accuracy of the start; state.pt will save the policy and optimizer
+    run.start(f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}",
+              evaluate(policy, tokenizer, task.test, max_new), policy=policy, optimizer=optimizer)
+    for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
+        # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step (or constant)
+        lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps,
+                                               cfg.lr_schedule == "cosine"))
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        # 1. Rollout: G responses to each of n fresh prompts from the current policy (pi_old).
+        t_rollout = time.time()
+        problems = task.sample(B // G, rng)
+        prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (n, P)
+        response_ids, response_mask = generate(  # (B, T) each; mask: tokens up to end-of-text
+            policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id, num_samples=G,
+            temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)
+        prompt_ids = prompt_ids.repeat_interleave(G, dim=0)  # (B, P): row i has prompt i // G
+        lengths = response_mask.sum(dim=1)  # (B,)
+        tokens_per_second = lengths.sum().item() / (time.time() - t_rollout)
 
-            # 2. Reward and advantage: score against the ground truth, normalise within each group.
-            responses = [tokenizer.decode(row[:n])
-                         for row, n in zip(response_ids.tolist(), lengths.tolist())]
-            ground_truths = [p.answer for p in problems for _ in range(G)]
-            advantages, rewards, reward_meta = compute_group_normalized_rewards(
-                scored, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization,
-                leave_one_out=cfg.baseline == "leave_one_out")
-            advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
+        # 2. Reward and advantage: score against the ground truth, normalise within each group.
+        responses = [tokenizer.decode(row[:n])
+                     for row, n in zip(response_ids.tolist(), lengths.tolist())]
+        ground_truths = [p.answer for p in problems for _ in range(G)]
+        advantages, rewards, reward_meta = compute_group_normalized_rewards(
+            reward, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization,
+            leave_one_out=cfg.baseline == "leave_one_out")
+        advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
-            # 3. Old and reference log-probs, once per rollout batch, no gradient.
-            seq = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
-            # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
-            input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
-            # pi_old: on-policy it is the policy being trained, so its log-probs are the training
-            # forward's own, detached (step 4); off-policy they are fixed here, before any update.
-            old_log_probs = None if on_policy else log_probs_without_grad(
-                policy, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
-            ref_log_probs = None if cfg.beta == 0 and not is_eval else log_probs_without_grad(
-                reference, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
-            kept = torch.arange(len(responses), device=device)  # rows to train on
-            if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
-                kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
-            # Speed only (rows_with_a_gradient); not on eval steps, which log entropy over all rows
-            skip_zero = (cfg.skip_zero_advantage and cfg.beta == 0 and not is_eval
-                         and cfg.loss_type != "no_baseline")
+        # 3. Old and reference log-probs, once per rollout batch, no gradient.
+        seq = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
+        # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
+        input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
+        # pi_old: on-policy it is the policy being trained, so its log-probs are the training
+        # forward's own, detached (step 4); off-policy they are fixed here, before any update.
+        old_log_probs = None if on_policy else log_probs_without_grad(
+            policy, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
+        ref_log_probs = None if cfg.beta == 0 and not is_eval else log_probs_without_grad(
+            reference, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
+        kept = torch.arange(len(responses), device=device)  # rows to train on
+        if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
+            kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
 
-            # 4. Update: epochs over the rollout batch, an optimizer step per train batch.
-            stats = runs.UpdateStats()  # entropy, KL, clip fraction... for the log
-            for epoch in range(cfg.epochs_per_rollout_batch):
-                order = kept[torch.randperm(len(kept), device=device)]  # rows keep their advantage
-                for b in range(0, len(order), cfg.train_batch_size):
-                    batch_rows = order[b:b + cfg.train_batch_size]
-                    # divisors: the whole train batch, so that its micro-batches add up to its mean
-                    batch_size, batch_tokens = len(batch_rows), response_mask[batch_rows].sum()
-                    if skip_zero:
-                        batch_rows = rows_with_a_gradient(batch_rows, advantages)
-                    for m in range(0, len(batch_rows), micro_size):
-                        rows = batch_rows[m:m + micro_size]
-                        out = get_response_log_probs(policy, input_ids[rows], labels[rows],
-                                                     return_token_entropy=True,
-                                                     temperature=cfg.temperature)
-                        log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
-                        # CS336's gradient_accumulation_steps: micro-batches of this size per batch
-                        microbatches_per_batch = batch_size / len(rows)
-                        loss, meta = grpo_microbatch_train_step(
-                            log_probs, response_mask[rows], microbatches_per_batch,
-                            cfg.loss_type, raw_rewards=rewards[rows, None],
-                            advantages=advantages[rows, None],
-                            old_log_probs=(log_probs.detach() if on_policy
-                                           else old_log_probs[rows]),
-                            ref_log_probs=None if ref_log_probs is None else ref_log_probs[rows],
-                            batch_response_tokens=batch_tokens, **loss_options)
-                        stats.add(loss, meta, response_mask[rows], out["token_entropy"][:, P - 1:])
-                    grad_norm = clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    # zeros, not None: a batch whose rows were all skipped still takes AdamW's step
-                    optimizer.zero_grad(set_to_none=False)
-                    stats.optimizer_step(grad_norm.item())
+        # 4. Update: epochs over the rollout batch, an optimizer step per train batch.
+        trained, losses, grad_norms = [], [], []  # per micro-batch, per optimizer step: the log's
+        for epoch in range(cfg.epochs_per_rollout_batch):
+            order = kept[torch.randperm(len(kept), device=device)]  # rows keep their advantage
+            for b in range(0, len(order), cfg.train_batch_size):
+                batch_rows = order[b:b + cfg.train_batch_size]
+                # divisors: the whole train batch, so that its micro-batches add up to its mean
+                batch_size, batch_tokens = len(batch_rows), response_mask[batch_rows].sum()
+                if skip_zero:  # speed only: rows with A = 0 add nothing (skip_zero, above)
+                    batch_rows = batch_rows[advantages[batch_rows] != 0]
+                for m in range(0, len(batch_rows), micro_size):
+                    rows = batch_rows[m:m + micro_size]
+                    out = get_response_log_probs(policy, input_ids[rows], labels[rows],
+                                                 return_token_entropy=True,
+                                                 temperature=cfg.temperature)
+                    log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
+                    # CS336's gradient_accumulation_steps k: the step divides these rows' mean by
+                    # k; k = batch_size / len(rows) makes that their sum / batch_size
+                    k = batch_size / len(rows)
+                    loss, meta = grpo_microbatch_train_step(
+                        log_probs, response_mask[rows], k, cfg.loss_type,
+                        raw_rewards=rewards[rows, None], advantages=advantages[rows, None],
+                        old_log_probs=log_probs.detach() if on_policy else old_log_probs[rows],
+                        ref_log_probs=None if ref_log_probs is None else ref_log_probs[rows],
+                        batch_response_tokens=batch_tokens, **loss_options)
+                    trained.append({"mask": response_mask[rows], **meta,
+                                    "entropy": out["token_entropy"][:, P - 1:]})
+                    losses.append(loss.item())
+                grad_norms.append(clip_grad_norm_(policy.parameters(), cfg.max_grad_norm).item())
+                optimizer.step()
+                # zeros, not None: a batch whose rows were all skipped still takes AdamW's step
+                optimizer.zero_grad(set_to_none=False)
 
-            # 5. Log: rollout rewards, update statistics, held-out accuracy every eval_every steps.
-            correct = reward_meta["answer_rewards"].to(device) == 1
-            row = {"step": step, "lr": lr, **{k: reward_meta[k] for k in (
-                       "reward", "format_reward", "answer_reward", "zero_spread_fraction")},
-                   "abstain_rate": responses.count(ABSTENTION) / B,
-                   "direct_rate": sum(r.startswith("<think></think>") for r in responses) / B,
-                   "trained_fraction": len(rows_with_a_gradient(kept, advantages) if skip_zero
-                                           else kept) / B,
-                   **stats.row(measured_kl=ref_log_probs is not None),
-                   "response_len": lengths.float().mean().item(),
-                   "response_len_correct": runs.mean_or_none(lengths[correct]),
-                   "response_len_incorrect": runs.mean_or_none(lengths[~correct]),
-                   "tokens_per_second": tokens_per_second}
-            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, max_new)
-                                     if is_eval else (None, samples))  # held-out, greedy
-            log.step(row, SHOWN + (["abstain_rate"] if cfg.abstain_reward is not None else []),
-                     eval_metrics)
-            if step % cfg.samples_every == 0:  # the first group of this step's rollouts
-                group = zip(responses[:G], ground_truths[:G])
-                runs.log_generations([{"prompt": problems[0].prompt, "response": r, "answer": a,
-                                  **scored(r, a)} for r, a in group], G, f"a group at step {step}")
-    except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task, max_new)
-
-    return log.finish(policy, samples, "grpo", CURVES,
-                      f"GRPO ({cfg.loss_type}), {cfg.digits}-digit addition")
+        # 5. Log: rollout rewards, update statistics, held-out accuracy every eval_every steps.
+        correct = reward_meta.pop("answer_rewards").to(device) == 1  # (B,)
+        ratios = [t["ratio"][t["mask"].bool()] for t in trained if "ratio" in t]
+        row = {"step": step, "lr": lr, **reward_meta,
+               "loss": sum(losses) / max(len(grad_norms), 1),  # per optimizer step
+               "grad_norm": grad_norms[-1] if grad_norms else None,  # the last, before clipping
+               "entropy": token_mean(trained, "entropy"),  # over the rows trained
+               "clip_fraction": token_mean(trained, "clipped"),
+               "kl_per_token": token_mean(trained, "kl"),  # on eval steps only, if beta is 0
+               "ratio_min": torch.cat(ratios).min().item() if ratios else None,
+               "ratio_max": torch.cat(ratios).max().item() if ratios else None,
+               "response_len": lengths.float().mean().item(),
+               "response_len_correct": lengths[correct].float().mean().item()
+               if correct.any() else None,
+               "response_len_incorrect": lengths[~correct].float().mean().item()
+               if not correct.all() else None,
+               "tokens_per_second": tokens_per_second}
+        # metrics.csv and the console line; every eval_every steps, held-out greedy accuracy
+        run.log(row, SHOWN, evaluate(policy, tokenizer, task.test, max_new) if is_eval else None)
+        if step % cfg.samples_every == 0:  # the first group of this step's rollouts
+            q = problems[0]
+            runs.log_generations([{"prompt": q.prompt, "response": r, "answer": q.answer,
+                                   **reward(r, q.answer)} for r in responses[:G]],
+                                 G, f"a group at step {step}")
+    return run.finish(policy, "grpo", CURVES, f"GRPO ({cfg.loss_type}), {cfg.digits} digits")
 
 
 SHOWN = ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl_per_token",

@@ -6,9 +6,11 @@ for every response token t:
 
     r_t = -beta * KL_t(pi_old || pi_ref) + [t = last token] * score(q, o)
 
-KL_t is the per-token estimate k1 = log pi_old(o_t) - log pi_ref(o_t) (k2, k3 selectable); the
-score is the task's verifier (1 if correct, else 0) or a learned reward model, and a response
-that never produced end-of-text scores `missing_eos_penalty` instead. The critic V(s_t) predicts
+KL_t is the per-token estimate k1 = log pi_old(o_t) - log pi_ref(o_t) (k2, k3 selectable): in
+the reward, k1's mean is the KL; moved into the loss (a homework variant), k1's expected gradient
+is 0 on-policy, so use k3 there, as grpo.py's --beta does. The score is the task's verifier (1 if
+correct, else 0) or a learned reward model, and a response that never produced end-of-text
+scores `missing_eos_penalty` instead. The critic V(s_t) predicts
 the rest of the episode's reward from each prefix; GAE (gae.py) turns rewards and values into
 advantages and value targets:
 
@@ -37,7 +39,8 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
   losses; a rollout's epochs stop once KL(pi_old || pi_theta) after an epoch exceeds `target_kl`.
 
 Run:   python ppo.py                   (time and result: README, Quick start)
-       python ppo.py --reward model    against a learned reward model (docs/ppo.md)
+       python ppo.py --reward model    against a learned reward model (docs/ppo.md), saved as
+                                       out/ppo/reward_model.pt
 Variants: --ppo_epochs, --n_minibatches, --reward, --label_length_bias, --kl_estimator, --beta,
 --lam, --gamma, --target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to
 out/ppo/; `python ppo.py -h` lists all flags.
@@ -45,7 +48,6 @@ out/ppo/; `python ppo.py -h` lists all flags.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,7 +57,7 @@ import checks
 import runs
 import sft
 from gae import gae_advantages, whiten
-from reward_model import train_reward_model
+from reward_model import save_reward_model, train_reward_model
 from evaluation import evaluate
 from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, reward_fn)
@@ -75,7 +77,7 @@ class Config:
     # --- algorithm ---
     reward: Literal["rule", "model"] = "rule"  # score: the task's verifier, or a learned model
     beta: float = 0.02  # weight of the per-token KL penalty in the reward
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # per-token KL estimate used in the reward
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # KL estimate in the reward (as a loss term: k3)
     missing_eos_penalty: float = -1.0  # score of a response that never produced end-of-text
     gamma: float = 1.0  # discount over response tokens
     lam: float = 0.95  # GAE lambda: 0 is TD(0), 1 is Monte Carlo
@@ -182,13 +184,13 @@ def explained_variance(values, returns, mask):
     return (1 - var(returns - values) / var(returns)).item() if var(returns) > 0 else float("nan")
 
 
-def train(cfg: Config, models: dict | None = None) -> dict:
-    """Run PPO, evaluate, save. Returns the summary also written to summary.json; if `models` is
-    given it receives the policy, reference and critic (the tests inspect them)."""
-    t0 = time.time()
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    policy = runs.load_policy(cfg, device)  # eval mode: at the first minibatch the ratio is 1
-    max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)  # fits the positions
+def train(cfg: Config) -> dict:
+    """Run PPO from the SFT checkpoint, evaluate, save; returns the summary (also summary.json).
+    With --reward model the reward model is trained first and saved as reward_model.pt."""
+    run = runs.Run(cfg, sft.train_if_missing)  # checks out_dir, makes out/sft if missing, seeds
+    policy = run.load_policy()  # the SFT model in eval mode: at the first minibatch the ratio is 1
+    task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
+    max_new = run.response_budget(cfg.max_new_tokens, policy)  # the task's unless given
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
     critic = ScalarHead(copy.deepcopy(policy))  # V(s_t): SFT body, zero head
     optimizer = torch.optim.AdamW([{"params": policy.parameters(), "lr": cfg.lr},
@@ -196,123 +198,106 @@ def train(cfg: Config, models: dict | None = None) -> dict:
                                   betas=(cfg.beta1, cfg.beta2), weight_decay=0.0)
     B = cfg.prompts_per_step * cfg.samples_per_prompt  # sequences per rollout
     minibatch_size = B // cfg.n_minibatches
-    reward_model, rm_measured = None, {}  # 0. With --reward model: learn the score first, freeze it
+    rm_measured = {}  # 0. With --reward model: learn the score first (reward_model.py), freeze it
     if cfg.reward == "model":
         reward_model, (rm_mean, rm_std), rm_measured = train_reward_model(
             cfg, policy, task, tokenizer, rng, device, max_new)
-    log = runs.RunLog(cfg, f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
-                           f"{cfg.n_minibatches} minibatches | score: {cfg.reward}", t0)
-    samples = log.start(*evaluate(policy, tokenizer, task.test, max_new))
-    state = runs.Resumable(cfg, log, rng, policy=policy, critic=critic, optimizer=optimizer)
-    try:
-        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
-            for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
-                # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.
-                group["lr"] = runs.lr_at(step, peak, cfg.warmup_steps, cfg.steps, cosine=False)
-            # 1. Rollout: sample responses from the current policy (pi_old for this step).
-            problems = task.sample(cfg.prompts_per_step, rng)
-            prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
-            P = prompt_ids.shape[1]
-            response_ids, response_mask = generate(
-                policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id,
-                num_samples=cfg.samples_per_prompt, temperature=cfg.temperature)  # (B, T) each
-            seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0),
-                             response_ids], dim=1)  # (B, P + T)
-            # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
-            input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
-            response_mask = response_mask.float()
+        save_reward_model(f"{cfg.out_dir}/reward_model.pt", reward_model)
+    run.start(f"PPO | {device} | {B} responses a step, {cfg.ppo_epochs} epochs x "
+              f"{cfg.n_minibatches} minibatches | score: {cfg.reward}",
+              evaluate(policy, tokenizer, task.test, max_new),
+              policy=policy, critic=critic, optimizer=optimizer)
+    for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
+        for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
+            # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.
+            group["lr"] = runs.lr_at(step, peak, cfg.warmup_steps, cfg.steps, cosine=False)
+        # 1. Rollout: sample responses from the current policy (pi_old for this step).
+        problems = task.sample(cfg.prompts_per_step, rng)
+        prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
+        P = prompt_ids.shape[1]
+        response_ids, response_mask = generate(  # (B, T) each; mask: tokens up to end-of-text
+            policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id,
+            num_samples=cfg.samples_per_prompt, temperature=cfg.temperature)
+        seq = torch.cat([prompt_ids.repeat_interleave(cfg.samples_per_prompt, dim=0),
+                         response_ids], dim=1)  # (B, P + T): row i has prompt i // samples
+        # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
+        input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
+        response_mask = response_mask.float()
 
-            # 2. Reward: a score per sequence; true correctness is logged whatever the score source.
-            responses = [tokenizer.decode(ids[:m]) for ids, m in
-                         zip(response_ids.tolist(), response_mask.sum(1).long().tolist())]
-            answers = [p.answer for p in problems for _ in range(cfg.samples_per_prompt)]
-            true_rewards = [reward_fn(r, a) for r, a in zip(responses, answers)]
-            has_eos = (response_ids == tokenizer.eos_id).any(dim=1)  # (B,)
-            if cfg.reward == "rule":
-                scores = torch.tensor([r["reward"] for r in true_rewards], device=device)  # (B,)
-            else:
-                with torch.inference_mode():
-                    scores = reward_model(seq, P, response_mask)  # (B,)
-                    scores = (scores - rm_mean) / rm_std  # normalised on the SFT model's samples
-            scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
-
-            # 3. Advantage: old and reference log-probs and values once per rollout, then GAE.
+        # 2. Reward: a score per sequence; true correctness is logged whatever the score source.
+        responses = [tokenizer.decode(ids[:m]) for ids, m in
+                     zip(response_ids.tolist(), response_mask.sum(1).long().tolist())]
+        answers = [p.answer for p in problems for _ in range(cfg.samples_per_prompt)]
+        true_rewards = [reward_fn(r, a) for r, a in zip(responses, answers)]
+        has_eos = (response_ids == tokenizer.eos_id).any(dim=1)  # (B,)
+        if cfg.reward == "rule":
+            scores = torch.tensor([r["reward"] for r in true_rewards], device=device)  # (B,)
+        else:
             with torch.inference_mode():
-                old_log_probs, ref_log_probs = (get_response_log_probs(
-                    model, input_ids, labels, temperature=cfg.temperature)["log_probs"][:, P - 1:]
-                    for model in (policy, reference))  # (B, T) each: pi_old and pi_ref
-                values = critic(input_ids)[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
-                kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask
-                rewards = compute_ppo_rewards(scores, kl, response_mask, cfg.beta)  # (B, T)
-                advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)
-                returns = advantages + values  # value targets, before whitening; (B, T)
-                if cfg.whiten_advantages:
-                    advantages = whiten(advantages, response_mask)
+                scores = reward_model(seq, P, response_mask)  # (B,)
+                scores = (scores - rm_mean) / rm_std  # normalised on the SFT model's samples
+        scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
 
-            # 4. Update: several epochs of shuffled minibatches against the fixed rollout.
-            stats, epochs_run = [], 0
-            for epoch in range(cfg.ppo_epochs):
-                for idx in torch.randperm(B, device=device).split(minibatch_size):
-                    out = get_response_log_probs(policy, input_ids[idx], labels[idx],
-                                                 return_token_entropy=True,
-                                                 temperature=cfg.temperature,
-                                                 entropy_grad=cfg.ent_coef > 0)
-                    new_values = critic(input_ids[idx])[:, P - 1:]  # (b, T)
-                    _, meta = ppo_minibatch_train_step(
-                        out["log_probs"][:, P - 1:], out["token_entropy"][:, P - 1:], new_values,
-                        response_mask[idx], old_log_probs[idx], values[idx], advantages[idx],
-                        returns[idx], cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
-                        cfg.ent_coef)
-                    meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                                       cfg.max_grad_norm).item()
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    stats.append(meta)
-                epochs_run += 1
-                kl_old_new = approx_kl(policy, seq, P, cfg.temperature, old_log_probs,
-                                       response_mask)  # after this epoch, over the whole rollout
-                if cfg.target_kl is not None and kl_old_new > cfg.target_kl:
-                    break  # the policy moved far enough from pi_old: sample a fresh rollout
+        # 3. Advantage: old and reference log-probs and values once per rollout, then GAE.
+        with torch.inference_mode():
+            old_log_probs, ref_log_probs = (get_response_log_probs(
+                model, input_ids, labels, temperature=cfg.temperature)["log_probs"][:, P - 1:]
+                for model in (policy, reference))  # (B, T) each: pi_old and pi_ref
+            values = critic(input_ids)[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
+            kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask
+            rewards = compute_ppo_rewards(scores, kl, response_mask, cfg.beta)  # (B, T)
+            advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)
+            returns = advantages + values  # the critic's targets, before whitening; (B, T)
+            if cfg.whiten_advantages:
+                advantages = whiten(advantages, response_mask)
 
-            # 5. Log: rollout statistics, update statistics averaged over minibatches, eval every N.
-            row = {"step": step, "lr": optimizer.param_groups[0]["lr"],  # the policy's
-                   "score": scores.mean().item(),
-                   "accuracy": sum(r["reward"] for r in true_rewards) / B,
-                   "format_rate": sum(r["format_reward"] for r in true_rewards) / B,
-                   "kl_per_token": masked_mean(kl, response_mask).item(),  # KL(pi_old || pi_ref)
-                   "explained_variance": explained_variance(values, returns, response_mask),
-                   "value_mean": masked_mean(values, response_mask).item(),
-                   "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epochs_run,
-                   "kl_old_new": kl_old_new,
-                   **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
-            eval_metrics, samples = (evaluate(policy, tokenizer, task.test, max_new)
-                                     if step % cfg.eval_every == 0 or step == cfg.steps
-                                     else (None, samples))  # held-out, greedy
-            log.step(row, SHOWN, eval_metrics)
-            if step % cfg.samples_every == 0:
-                runs.log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
-                                  "reward": s} for p, r, t, s in
-                                 zip(problems, responses, true_rewards, scores.tolist())],
-                                title=f"rollout samples at step {step} (reward = score)")
-    except KeyboardInterrupt:
-        samples = log.interrupted(policy, tokenizer, task, max_new)
+        # 4. Update: several epochs of shuffled minibatches against the fixed rollout.
+        stats, epochs_run = [], 0
+        for epoch in range(cfg.ppo_epochs):
+            for idx in torch.randperm(B, device=device).split(minibatch_size):
+                out = get_response_log_probs(policy, input_ids[idx], labels[idx],
+                                             return_token_entropy=True,
+                                             temperature=cfg.temperature,
+                                             entropy_grad=cfg.ent_coef > 0)
+                new_values = critic(input_ids[idx])[:, P - 1:]  # (b, T)
+                _, meta = ppo_minibatch_train_step(
+                    out["log_probs"][:, P - 1:], out["token_entropy"][:, P - 1:], new_values,
+                    response_mask[idx], old_log_probs[idx], values[idx], advantages[idx],
+                    returns[idx], cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
+                    cfg.ent_coef)
+                meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(),
+                                                                   cfg.max_grad_norm).item()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                stats.append(meta)
+            epochs_run += 1
+            kl_old_new = approx_kl(policy, seq, P, cfg.temperature, old_log_probs,
+                                   response_mask)  # after this epoch, over the whole rollout
+            if cfg.target_kl is not None and kl_old_new > cfg.target_kl:
+                break  # the policy moved far enough from pi_old: sample a fresh rollout
 
-    if models is not None:
-        models.update(policy=policy, reference=reference, critic=critic, reward_model=reward_model)
-    return log.finish(policy, samples, "ppo", CURVES, f"PPO ({cfg.reward} score), "
-                      f"{cfg.digits}-digit addition", summary_extras(cfg, log.rows, rm_measured))
-
-
-def summary_extras(cfg, rows, reward_model_measured):
-    """PPO's own summary.json fields: the last KL and explained variance, and their mean over the
-    last 10 steps (one step's explained variance is noisy); with --reward model, its measures."""
-    last = [r for r in rows if r["step"] > 0][-10:]
-    return {"reward": cfg.reward, "final_kl_per_token": last[-1]["kl_per_token"] if last else None,
-            "final_explained_variance": last[-1]["explained_variance"] if last else None,
-            "explained_variance_last_10": (sum(r["explained_variance"] for r in last) / len(last)
-                                           if last else None),
-            **{f"reward_model_{k}": v for k, v in reward_model_measured.items()}}
+        # 5. Log: rollout statistics, update statistics averaged over minibatches, eval every N.
+        row = {"step": step, "lr": optimizer.param_groups[0]["lr"],  # the policy's
+               "score": scores.mean().item(),
+               "accuracy": sum(r["answer_reward"] for r in true_rewards) / B,  # the verifier's
+               "format_rate": sum(r["format_reward"] for r in true_rewards) / B,
+               "kl_per_token": masked_mean(kl, response_mask).item(),  # KL(pi_old || pi_ref)
+               "explained_variance": explained_variance(values, returns, response_mask),
+               "value_mean": masked_mean(values, response_mask).item(),
+               "response_len": response_mask.sum(dim=1).mean().item(), "epochs": epochs_run,
+               "kl_old_new": kl_old_new,
+               **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}}
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        run.log(row, SHOWN, evaluate(policy, tokenizer, task.test, max_new) if is_eval else None)
+        if step % cfg.samples_every == 0:
+            runs.log_generations([{"prompt": p.prompt, "response": r, "answer": p.answer, **t,
+                                   "reward": s} for p, r, t, s in
+                                  zip(problems, responses, true_rewards, scores.tolist())],
+                                 title=f"rollout samples at step {step} (reward = score)")
+    return run.finish(policy, "ppo", CURVES, f"PPO ({cfg.reward} score), {cfg.digits} digits",
+                      {"reward": cfg.reward, **{f"reward_model_{k}": v
+                                                for k, v in rm_measured.items()}})
 
 
 SHOWN = ["score", "accuracy", "kl_per_token", "clipfrac", "vf_clipfrac", "kl_old_new",

@@ -29,6 +29,8 @@ gold rule.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import runs
-from toy_model import GPT, encode_prompts, generate, reward_fn
+from toy_model import GPT, GPTConfig, encode_prompts, generate, reward_fn
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -156,3 +158,22 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     reward_model.norm = (scores.mean().item(), scores.std().clamp_min(1e-6).item())
     return (reward_model, reward_model.norm,
             {"pair_accuracy": accuracy, "prefers_longer": prefers_longer, "price": price})
+
+
+def save_reward_model(path: str, reward_model: RewardModel) -> None:
+    """The trained reward model, with what rebuilds it and the (mean, std) PPO normalises by."""
+    state = {"model_config": dataclasses.asdict(reward_model.body.cfg),
+             "temperature": reward_model.temperature, "norm": reward_model.norm,
+             "state_dict": {k: v.detach().float().cpu()
+                            for k, v in reward_model.state_dict().items()}}
+    runs.atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_reward_model(path: str, device="cpu") -> RewardModel:
+    """A reward model saved by save_reward_model, frozen, with its .norm."""
+    runs.require(os.path.exists(path), f"reward model {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    reward_model = RewardModel(GPT(GPTConfig(**state["model_config"])), state["temperature"])
+    reward_model.load_state_dict(state["state_dict"])
+    reward_model.norm = tuple(state["norm"])
+    return reward_model.to(device).eval().requires_grad_(False)

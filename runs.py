@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import dataclasses
 import inspect
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import types
 import typing
@@ -95,13 +97,18 @@ def parse_config(config_cls, argv=None, description: str | None = None):
         else:
             g.add_argument(flag, type=kind, default=f.default, metavar=kind.__name__.upper(),
                            help=text)
-    values = vars(parser.parse_args(argv))
     presets = getattr(sys.modules[config_cls.__module__], "PRESETS", {})
-    if values.get("preset", "none") != "none":  # the preset's values, except for explicit flags
+    if presets:  # --preset NAME: not a Config field, so that Config(...) in Python has no trap
+        parser.add_argument("--preset", choices=sorted(presets), default=None, metavar="NAME",
+                            help=f"set every field of a named set of settings ({', '.join(presets)}"
+                                 f"; the script's PRESETS) that is not given as a flag")
+    values = vars(parser.parse_args(argv))
+    preset = values.pop("preset", None)
+    if preset is not None:  # the preset's values, except for explicit flags
         for action in parser._actions:
             action.default = argparse.SUPPRESS
         explicit = vars(parser.parse_args(argv))
-        values.update({k: v for k, v in presets[values["preset"]].items() if k not in explicit})
+        values.update({k: v for k, v in presets[preset].items() if k not in explicit})
     try:
         return config_cls(**values)
     except UserError as e:
@@ -119,6 +126,9 @@ def run_script(main, config_cls, doc: str) -> None:
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside the training loop, or a second Ctrl-C inside it
+        print(f"\n{prog}: stopped; nothing more was saved", file=sys.stderr)
+        sys.exit(128 + _stopped_by[0])
     if isinstance(summary, dict) and summary.get("interrupted"):
         sys.exit(128 + _stopped_by[0])  # 130 after Ctrl-C, 143 after SIGTERM
 
@@ -244,11 +254,14 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def save_checkpoint(path: str, model: GPT, digits: int, run_config: dict | None = None) -> None:
-    """fp32 state dict plus what rebuilds the model: its GPTConfig, the task's digits, the vocab."""
+def save_checkpoint(path: str, model: GPT, digits: int, run_config: dict | None = None,
+                    task: AdditionTask | None = None) -> None:
+    """fp32 state dict plus what rebuilds the model: its GPTConfig, the task (digits and knobs),
+    the vocab, and the run's config."""
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     ckpt = {"model_config": dataclasses.asdict(model.cfg), "digits": digits,
-            "vocab": CHARS + "".join(SPECIALS), "state_dict": state, "run_config": run_config}
+            "vocab": CHARS + "".join(SPECIALS), "state_dict": state, "run_config": run_config,
+            "task": task_knobs(task) if task is not None else None}
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
@@ -416,14 +429,19 @@ class RunLog(MetricLog):
         return samples
 
     def finish(self, model, samples: list[dict], algorithm: str, panels: list, title: str,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, task: AdditionTask | None = None) -> dict:
         """The end of every run: final samples, checkpoint, metrics.csv, curves.png, summary.json
         and the last console line. Returns the summary."""
         cfg, wall, steps = self.cfg, time.time() - self.t0, self.rows[-1]["step"]
         summary = {"algorithm": algorithm, "start_accuracy": self.start_metrics["accuracy"],
                    "final_accuracy": self.eval_metrics["accuracy"],
                    "final_format_rate": self.eval_metrics["format_rate"],
-                   "final_eos_rate": self.eval_metrics["eos_rate"], "steps": steps,
+                   "final_eos_rate": self.eval_metrics["eos_rate"],
+                   **{f"{when}_{k}": v for when, metrics in (("start", self.start_metrics),
+                                                              ("final", self.eval_metrics))
+                      for k, v in metrics.items() if k not in ("accuracy", "format_rate",
+                                                               "eos_rate")},
+                   "steps": steps,
                    "wall_seconds": round(wall, 2),
                    "seconds_per_step": round((time.time() - self.t_start) / max(1, steps), 3),
                    "peak_rss_mib": round(peak_rss_mib()), **(extra or {}),
@@ -434,7 +452,7 @@ class RunLog(MetricLog):
                    "config": dataclasses.asdict(cfg)}
         log_generations(samples, title="final held-out samples (greedy)")
         save_checkpoint(os.path.join(cfg.out_dir, "model.pt"), model, cfg.digits,
-                        dataclasses.asdict(cfg))
+                        dataclasses.asdict(cfg), task)
         self.write_csv(os.path.join(cfg.out_dir, "metrics.csv"))
         self.plot(os.path.join(cfg.out_dir, "curves.png"), panels, title=title)
         write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
@@ -510,6 +528,116 @@ class Resumable:
         return state["step"] + 1
 
 
+class Run:
+    """What a script's train() does besides the algorithm, in the order it happens:
+
+        run = Run(cfg, sft.train_if_missing)    # checks, the start model if missing, seeds, task
+        policy = run.load_policy()              # the start checkpoint, in eval mode
+        run.start(header, evaluate(...), policy=policy, optimizer=optimizer)   # step 0
+        for step in run.steps():                # 1 .. total; Ctrl-C ends it after a whole step
+            ...
+            run.log(row, shown, evaluation)     # metrics.csv row, console line; saves at evaluations
+        return run.finish(policy, ...)          # model.pt, metrics.csv, curves.png, summary.json
+    """
+
+    def __init__(self, cfg, make_start=None, task: AdditionTask | None = None,
+                 total_steps: int | None = None):
+        self.t0, self.cfg, self.total = time.time(), cfg, total_steps or cfg.steps
+        require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other")
+        check_out_dir(cfg.out_dir, cfg.overwrite or cfg.resume)
+        self.device = pick_device(cfg.device)
+        if make_start is not None:  # before seeding: the numbers do not depend on where it was made
+            make_start(cfg)
+        knobs = task_config(dataclasses.asdict(cfg))  # sft.py: its own flags
+        self.start_checkpoint = getattr(cfg, "sft_checkpoint", None)
+        if self.start_checkpoint is not None:  # an RL run: the task its start model learnt
+            self._start, ckpt = load_checkpoint(self.start_checkpoint, digits=cfg.digits)
+            knobs = checkpoint_task(ckpt)
+        if task is not None:  # an experiment's own task: the same kinds and budget, any mix
+            require((task.easy_digits, task.verbose_max) == (knobs["easy_digits"],
+                                                              knobs["verbose_max"]),
+                    f"checkpoint {self.start_checkpoint} was trained on another task ({knobs})")
+        self.rng = set_seed(cfg.seed)  # the generator that draws the training problems
+        self.task = task or AdditionTask(cfg.digits, cfg.n_test, **knobs)
+        self.tokenizer, self.max_new_tokens = Tokenizer(), self.task.max_new_tokens
+
+    def load_policy(self) -> GPT:
+        """A fresh copy of the start checkpoint, in eval mode (no dropout: on-policy, the ratio
+        pi_theta / pi_old is exactly 1)."""
+        return copy.deepcopy(self._start).to(self.device).eval()
+
+    def response_budget(self, max_new_tokens: int | None, model: GPT) -> int:
+        """The task's response budget unless given; checked to hold an answer and fit the model."""
+        self.max_new_tokens = check_response_budget(max_new_tokens, self.task, model)
+        return self.max_new_tokens
+
+    def start(self, header: str, evaluation: tuple[dict, list[dict]], **parts) -> None:
+        """Print the header, log the starting evaluation as step 0, and name the `parts` (modules
+        and optimizers) that state.pt saves at each evaluation; with --resume, restore them, the
+        random generators and the rows from the last save."""
+        self.run_log = RunLog(self.cfg, header, self.t0, self.total)
+        self.samples = self.run_log.start(*evaluation)
+        self.state = Resumable(self.cfg, self.run_log, self.rng, **parts)
+        self.first_step = self.state.restore()  # 1, or with --resume where the saved run stopped
+        self.saved = self.state.extra  # a script's own values, saved and restored with the rest
+        self.stopped = False
+
+    @property
+    def rows(self) -> list[dict]:
+        """metrics.csv's rows so far: step 0 (the start), then one per step."""
+        return self.run_log.rows
+
+    def steps(self):
+        """1, 2, ..., total; with --resume, from the step after the last saved evaluation. Ctrl-C
+        or SIGTERM ends the loop once the step it arrives in is done (a second one stops at once,
+        unsaved); finish() then evaluates and saves."""
+        previous = {}
+
+        def request_stop(signum, frame):
+            _stopped_by[0], self.stopped = signum, True
+            print(f"\n{signal.Signals(signum).name}: stopping after this step "
+                  f"(again: stop at once, unsaved)", flush=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        try:
+            for step in range(self.first_step, self.total + 1):
+                yield step
+                if self.stopped:
+                    break
+        finally:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is request_stop:
+                    signal.signal(sig, handler)
+
+    def log(self, row: dict, shown: list[str], evaluation: tuple[dict, list[dict]] | None = None):
+        """Append the step's row (with the held-out evaluation's eval_* columns, if one was run)
+        to metrics.csv's rows, print the console line; at an evaluation, save state.pt."""
+        eval_metrics = None
+        if evaluation is not None:
+            eval_metrics, self.samples = evaluation
+        self.run_log.step(row, shown, eval_metrics)
+
+    def finish(self, model: GPT, algorithm: str, panels: list, title: str, extra: dict | None = None,
+               evaluate_now=None) -> dict:
+        """The end of the run: if it was stopped, evaluate the model as it is (evaluate_now() ->
+        (metrics, samples); by default evaluation.evaluate on the held-out set) onto the last row;
+        then the checkpoint, metrics.csv, curves.png and summary.json. Returns the summary."""
+        if self.stopped:
+            self.run_log.was_interrupted = True
+            print(f"interrupted at step {self.run_log.rows[-1]['step']}: evaluating and saving "
+                  f"what we have")
+            self.run_log.eval_metrics, self.samples = (evaluate_now or (lambda: evaluate(
+                model, self.tokenizer, self.task.test, self.max_new_tokens)))()
+            self.run_log.rows[-1].update({f"eval_{k}": v
+                                          for k, v in self.run_log.eval_metrics.items()})
+        return self.run_log.finish(model, self.samples, algorithm, panels, title, extra,
+                                   task=self.task)
+
+
 class UpdateStats:
     """One rollout batch's policy update (GRPO), for the log: entropy, KL and clip fraction per
     token, the range of the ratio, the mean loss per optimizer step and the last gradient norm."""
@@ -549,12 +677,23 @@ def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> 
 
 
 def task_config(run_config: dict | None) -> dict:
-    """The task knobs a run was made with (from a checkpoint's run_config; absent: the defaults),
-    so that an RL run and its evaluation build the same task as the SFT run they start from."""
+    """The task knobs a run was made with, from its config (absent: the defaults)."""
     run_config = run_config or {}
     return {"easy_digits": run_config.get("easy_digits"),
             "hard_fraction": run_config.get("hard_fraction", 0.5),
             "verbose_max": run_config.get("verbose_max", 0)}
+
+
+def task_knobs(task: AdditionTask) -> dict:
+    """The knobs that rebuild `task` beside its digits and held-out size."""
+    return {"easy_digits": task.easy_digits, "hard_fraction": task.hard_fraction,
+            "verbose_max": task.verbose_max}
+
+
+def checkpoint_task(ckpt: dict) -> dict:
+    """The task knobs a checkpoint's model was trained on: saved with it, or (older checkpoints)
+    read from its run's config."""
+    return ckpt.get("task") or task_config(ckpt.get("run_config"))
 
 
 def mean_or_none(x: torch.Tensor) -> float | None:

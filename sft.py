@@ -112,7 +112,8 @@ def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumula
 
 def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
-    device, rng, task, tokenizer = runs.setup(cfg)  # checks the output folder, seeds
+    run = runs.Run(cfg)  # checks the output folder, seeds, builds the task
+    task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
     model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
                           dropout=cfg.dropout)).to(device)
@@ -123,53 +124,48 @@ def train(cfg: Config) -> dict:
                                   lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     micro_size = cfg.batch_size // cfg.gradient_accumulation_steps
     n_params = sum(p.numel() for p in model.parameters())
-    log = runs.RunLog(cfg, f"SFT on {cfg.digits}-digit addition | {n_params:,} parameters | "
-                           f"{device} | {cfg.steps} steps x {cfg.batch_size} demonstrations")
-    samples = log.start(*evaluate(model, tokenizer, task.test, task.max_new_tokens))
-    state = runs.Resumable(cfg, log, rng, model=model, optimizer=optimizer)  # saved at each eval
-    try:
-        for step in range(state.restore(), cfg.steps + 1):  # restore: 1, or where --resume goes on
-            lr = runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # 1. A fresh batch of demonstrations, never from the held-out set.
-            problems = task.sample(cfg.batch_size, rng)
-            targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction,
-                                     cfg.verbose, cfg.verbose_max)
-            nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
-            # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
-            for i in range(0, cfg.batch_size, micro_size):
-                chunk = problems[i:i + micro_size]
-                batch = tokenize_prompt_and_output([p.prompt for p in chunk],
-                                                   targets[i:i + micro_size], tokenizer)
-                input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-                response_mask = batch["response_mask"].to(device)  # (B, T)
-                out = get_response_log_probs(model, input_ids, labels, return_token_entropy=True)
-                sft_microbatch_train_step(out["log_probs"], response_mask,
-                                          cfg.gradient_accumulation_steps, cfg.normalize_constant)
-                nll_sum -= (out["log_probs"].detach() * response_mask).sum().item()
-                n_tokens += response_mask.sum().item()
-                entropy_sum += masked_mean(out["token_entropy"], response_mask).item() * len(chunk)
-            # 3. Clip and step.
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm).item()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    run.start(f"SFT on {cfg.digits}-digit addition | {n_params:,} parameters | {device} | "
+              f"{cfg.steps} steps x {cfg.batch_size} demonstrations",
+              evaluate(model, tokenizer, task.test, task.max_new_tokens),
+              model=model, optimizer=optimizer)
+    for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
+        # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step
+        lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps))
+        # 1. A fresh batch of demonstrations, never from the held-out set.
+        problems = task.sample(cfg.batch_size, rng)
+        targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction,
+                                 cfg.verbose, cfg.verbose_max)
+        nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
+        # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
+        for i in range(0, cfg.batch_size, micro_size):
+            chunk = problems[i:i + micro_size]
+            batch = tokenize_prompt_and_output([p.prompt for p in chunk],
+                                               targets[i:i + micro_size], tokenizer)
+            input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+            response_mask = batch["response_mask"].to(device)  # (B, T)
+            out = get_response_log_probs(model, input_ids, labels, return_token_entropy=True)
+            sft_microbatch_train_step(out["log_probs"], response_mask,
+                                      cfg.gradient_accumulation_steps, cfg.normalize_constant)
+            nll_sum -= (out["log_probs"].detach() * response_mask).sum().item()
+            n_tokens += response_mask.sum().item()
+            entropy_sum += masked_mean(out["token_entropy"], response_mask).item() * len(chunk)
+        # 3. Clip and step.
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm).item()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-            # 4. Log: per-token NLL (the loss without the CS336 scaling), entropy, grad norm.
-            row = {"step": step, "nll_per_token": nll_sum / n_tokens,
-                   "entropy": entropy_sum / cfg.batch_size, "grad_norm": grad_norm, "lr": lr}
-            eval_metrics = None
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                eval_metrics, samples = evaluate(model, tokenizer, task.test, task.max_new_tokens)
-            log.step(row, ["nll_per_token", "entropy", "grad_norm"]
-                     + (["eval_abstain_rate"] if cfg.abstain_fraction > 0 else []), eval_metrics)
-            if step % cfg.samples_every == 0:
-                runs.log_generations(samples, title=f"held-out samples at step {step}")
-    except KeyboardInterrupt:
-        samples = log.interrupted(model, tokenizer, task)
+        # 4. Log: per-token NLL (the loss without the CS336 scaling), entropy, grad norm.
+        row = {"step": step, "nll_per_token": nll_sum / n_tokens,
+               "entropy": entropy_sum / cfg.batch_size, "grad_norm": grad_norm, "lr": lr}
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        run.log(row, ["nll_per_token", "entropy", "grad_norm"]
+                + (["eval_abstain_rate"] if cfg.abstain_fraction > 0 else []),
+                evaluate(model, tokenizer, task.test, task.max_new_tokens) if is_eval else None)
+        if step % cfg.samples_every == 0:
+            runs.log_generations(run.samples, title=f"held-out samples at step {step}")
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
-    return log.finish(model, samples, "sft", CURVES, f"SFT, {cfg.digits}-digit addition")
+    return run.finish(model, "sft", CURVES, f"SFT, {cfg.digits}-digit addition")
 
 
 def train_if_missing(cfg) -> None:

@@ -87,6 +87,7 @@ class AdditionTask:
     def __init__(self, digits: int = 3, n_test: int = 500, test_seed: int = 1234,
                  easy_digits: int | None = None, hard_fraction: float = 0.5, verbose_max: int = 0):
         self.digits, self.easy_digits, self.hard_fraction = digits, easy_digits, hard_fraction
+        self.verbose_max = verbose_max
         n_problems = (10 ** digits) ** 2
         rng = np.random.default_rng(test_seed)
         if easy_digits is None:
@@ -430,9 +431,9 @@ def kl_penalty(policy_log_probs, ref_log_probs, estimator):
 
 
 class ScalarHead(nn.Module):
-    """A transformer with a scalar output per position: PPO's critic reads V(s_t) at every response
-    position, a reward model reads r(q, o) at the last response token. The body starts from the
-    SFT weights, the head at zero, so the first outputs are 0."""
+    """A transformer with a scalar output per position: PPO's critic, which reads V(s_t) at every
+    response position. The body starts from the SFT weights, the head at zero, so the first values
+    are 0. (The reward model of reward_model.py is not one: it sums token log-probs.)"""
 
     def __init__(self, body: GPT):
         super().__init__()

@@ -24,10 +24,10 @@ import torch
 
 import grpo
 import sft
-from experiments.common import GRPO_SMALL_BATCH, column, new_figure, save_figure, train_script
-from runs import load_checkpoint, task_config
+from experiments.common import column, new_figure, save_figure, train_script
+from runs import checkpoint_task, load_checkpoint
 from evaluation import evaluate
-from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts
+from toy_model import ABSTENTION, AdditionTask, Tokenizer, encode_prompts, reward_fn
 
 DESCRIPTION = ("SFT abstains ('?') at random; does GRPO, paid a little for '?', abstain where it "
                "would be wrong?")
@@ -41,6 +41,19 @@ SFT_AUROC_TOLERANCE = 0.1  # after SFT: |AUROC - 0.5| <= 0.1
 GRPO_AUROC_MIN = 0.85  # after GRPO: AUROC >= 0.85
 ABSTAIN_ON_WRONG_MIN = 0.60  # after GRPO: greedy '?' on at least 60% of the problems it would miss
 ABSTAIN_ON_RIGHT_MAX = 0.10  # after GRPO: and on at most 10% of those it would get right
+# GRPO beside grpo.py's defaults: Dr. GRPO (see above) with a k3 KL penalty, 100 steps of 16
+# prompts x 8 at 0.7, every row trained.
+GRPO = dict(use_std_normalization=False, length_normalization="constant", beta=0.04, steps=100,
+            rollout_batch_size=128, train_batch_size=128, gradient_accumulation_steps=4,
+            temperature=0.7, group_size=8, skip_zero_advantage=False, eval_every=20,
+            samples_every=1000)
+
+
+def abstain_reward(response: str, ground_truth: str) -> dict:
+    """1 right, ABSTAIN_REWARD for the abstention '?', WRONG_REWARD otherwise (reward_fn's
+    abstain_reward and wrong_reward); the mean of "abstain_rate" is its metrics.csv column."""
+    return {**reward_fn(response, ground_truth, ABSTAIN_REWARD, WRONG_REWARD),
+            "abstain_rate": float(response == ABSTENTION)}
 
 
 def run(args) -> dict:
@@ -48,10 +61,9 @@ def run(args) -> dict:
                  **ABSTAIN_TASK)
     sft_checkpoint = os.path.join(args.out_dir, "abstain", "sft", "model.pt")
     grpo_rows = train_script(grpo, args, "abstain/grpo", sft_checkpoint=sft_checkpoint,
-                             **{**ABSTAIN_TASK, "hard_fraction": ABSTAIN_RL_HARD_FRACTION},
-                             **{**GRPO_SMALL_BATCH, "steps": 100}, abstain_reward=ABSTAIN_REWARD,
-                             wrong_reward=WRONG_REWARD, use_std_normalization=False,
-                             length_normalization="constant", beta=0.04)
+                             reward=abstain_reward,
+                             task={**ABSTAIN_TASK, "hard_fraction": ABSTAIN_RL_HARD_FRACTION},
+                             **GRPO)
     n_test = 16 if args.quick else 500
     before = abstention_profile(sft_checkpoint, n_test)
     after = abstention_profile(os.path.join(args.out_dir, "abstain", "grpo", "model.pt"), n_test)
@@ -100,7 +112,7 @@ def abstention_profile(checkpoint: str, n_test: int) -> dict:
     where it abstains; and p_abstain = p("?" | prompt, <think>) is its chance of abstaining when
     sampled (T = 1): its first response token after <think> decides."""
     model, ckpt = load_checkpoint(checkpoint)
-    task, tok = AdditionTask(ckpt["digits"], n_test, **task_config(ckpt["run_config"])), Tokenizer()
+    task, tok = AdditionTask(ckpt["digits"], n_test, **checkpoint_task(ckpt)), Tokenizer()
     metrics, samples = evaluate(model, tok, task.test, task.max_new_tokens)
     _, forced = evaluate(model, tok, task.test, task.max_new_tokens, suppress="?")
     abstained = [s["response"] == ABSTENTION for s in samples]

@@ -1,5 +1,5 @@
-"""What the experiments share: running a script with a few flags changed, reading its metrics,
-the run sizes that several experiments use, pass@k, and the figure every experiment draws."""
+"""What the experiments share: running a script with a few flags changed (each experiment names
+its own), reading its metrics, pass@k, and the figure every experiment draws."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ import os
 
 from runs import atomic_write, finish_figure, load_checkpoint
 from evaluation import evaluate_pass_at_k
-from toy_model import AdditionTask, Tokenizer
+from toy_model import AdditionTask, Tokenizer, reward_fn
 
 # ----------------------------------------------------------------------------- running a script
 
@@ -25,50 +25,55 @@ QUICK = {
                              eval_every=1, samples_every=100),
 }
 
-# Where the experiments were measured with settings other than the scripts' defaults (which are
-# tuned to reach the same accuracy sooner): each experiment keeps the settings it was measured
-# with, so that its command still gives the numbers in docs/results.
-MEASURED_WITH = {"grpo": dict(temperature=0.7, group_size=8, skip_zero_advantage=False),
-                 "ppo": dict(ppo_epochs=2, n_minibatches=2),
-                 "dpo": dict(lr=3e-5, steps=400)}
 
-# GRPO runs in the experiments: shorter than grpo.py's 480 steps (the cosine decay follows
-# --steps, so each run still ends at lr / 10; some experiments set their own --steps), held-out
-# evaluation every 20 steps, no sample printing.
-GRPO_RUN = dict(steps=120, eval_every=20, samples_every=1000)
-# GRPO from an experiment's own SFT model (length_bias, length_growth, abstain): a smaller rollout
-# batch than grpo.py's (128 responses, 16 prompts x 8), so that each stays within minutes on a CPU.
-GRPO_SMALL_BATCH = dict(steps=100, rollout_batch_size=128, train_batch_size=128,
-                        gradient_accumulation_steps=4, eval_every=20, samples_every=1000)
-# The task where length is a choice (length_bias, length_growth): SFT on 3-digit addition where
-# half the demonstrations answer directly (empty scratchpad) and half work digit by digit, long
-# enough for both modes to be learnt.
-MIXED_SFT = dict(direct_fraction=0.5, steps=300)
-
-
-def train_script(module, args, name: str, models: dict | None = None, **flags) -> list[dict]:
+def train_script(module, args, name: str, *, reward=None, task: dict | None = None,
+                 **flags) -> list[dict]:
     """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
     out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank).
-    `models`, if given, receives the run's networks (ppo.train fills it)."""
+    grpo.py also takes the experiment's `reward` function and `task` knobs (AdditionTask's
+    easy_digits, hard_fraction: the start checkpoint's task unless given)."""
     script = module.__name__
     overrides = {"sft_checkpoint": args.sft_checkpoint} if script != "sft" else {}
-    overrides.update(MEASURED_WITH.get(script, {}))
     overrides.update(flags)
     if args.quick:
         overrides.update(QUICK[script])
     overrides["out_dir"] = os.path.join(args.out_dir, name)
     overrides["overwrite"] = True  # an experiment reruns into its own folder
     cfg = module.Config(**overrides)
-    print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}", flush=True)
-    module.train(cfg) if models is None else module.train(cfg, models)
+    own = {}  # what only grpo.train takes
+    if reward is not None:
+        own["reward"] = reward
+    if task is not None:
+        own["task"] = AdditionTask(cfg.digits, cfg.n_test, **task)
+    print(f"\n=== {script}.py {' '.join(f'--{k} {v}' for k, v in overrides.items())}"
+          + "".join(f" [{k}: {v}]" for k, v in {"reward": getattr(reward, "__name__", None),
+                                                  "task": task}.items() if v), flush=True)
+    module.train(cfg, **own)
     rows = read_csv(os.path.join(overrides["out_dir"], "metrics.csv"))
     return [r for r in rows if r["step"] > 0]  # row 0 is the starting evaluation (summary.json)
 
 
-def mixed_sft(args, name: str) -> str:
-    """Train the SFT model on mixed direct and scratchpad demonstrations; return its checkpoint."""
+def reward_plus_format(weight: float):
+    """r1_zero's reward plus weight x its format reward (R1's format reward, shaped)."""
+    def reward(response: str, ground_truth: str) -> dict:
+        r = reward_fn(response, ground_truth)
+        return {**r, "reward": r["reward"] + weight * r["format_reward"]}
+    reward.__name__ = f"reward_fn + {weight:g} x format_reward"
+    return reward
+
+
+def with_direct_rate(response: str, ground_truth: str) -> dict:
+    """r1_zero's reward, and whether the response answered directly (an empty scratchpad): the
+    mean of "direct_rate" over a rollout batch is its metrics.csv column."""
+    return {**reward_fn(response, ground_truth),
+            "direct_rate": float(response.startswith("<think></think>"))}
+
+
+def mixed_sft(args, name: str, **flags) -> str:
+    """Train the SFT model on mixed direct and scratchpad demonstrations (half each, 300 steps:
+    long enough for both modes to be learnt); return its checkpoint."""
     import sft
-    train_script(sft, args, f"{name}/sft", **MIXED_SFT)
+    train_script(sft, args, f"{name}/sft", **{**dict(direct_fraction=0.5, steps=300), **flags})
     return os.path.join(args.out_dir, name, "sft", "model.pt")
 
 

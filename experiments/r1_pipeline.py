@@ -17,7 +17,8 @@ import os
 
 import expert_iteration
 import grpo
-from experiments.common import new_figure, pass_at_k_of, plot_pass_at_k, save_figure, train_script
+from experiments.common import (new_figure, pass_at_k_of, plot_pass_at_k, reward_plus_format,
+                                save_figure, train_script)
 from runs import load_checkpoint
 from evaluation import evaluate
 from toy_model import AdditionTask, Tokenizer
@@ -25,13 +26,16 @@ from toy_model import AdditionTask, Tokenizer
 DESCRIPTION = ("DeepSeek-R1's pipeline on the toy: cold-start SFT, GRPO, rejection-sampling SFT, "
                "GRPO again")
 DISTILLATION_KEEPS = 0.8  # share of stage 2's accuracy gain that stage 3 must keep
+# The GRPO stages beside grpo.py's defaults: sampled at 0.7 in groups of 8, every row trained.
+GRPO = dict(temperature=0.7, group_size=8, skip_zero_advantage=False, eval_every=20,
+            samples_every=1000)
 
 
 def run(args) -> dict:
     base = os.path.join(args.out_dir, "r1_pipeline")
     ckpt = {"1. cold-start SFT": args.sft_checkpoint}
-    train_script(grpo, args, "r1_pipeline/grpo", steps=2 if args.quick else 100, eval_every=20,
-                 samples_every=1000, format_reward_weight=0.1)
+    train_script(grpo, args, "r1_pipeline/grpo", reward=reward_plus_format(0.1),
+                 steps=2 if args.quick else 100, **GRPO)
     ckpt["2. GRPO (accuracy + format)"] = os.path.join(base, "grpo", "model.pt")
     train_script(expert_iteration, args, "r1_pipeline/rejection_sft",
                  n_ei_steps=1 if args.quick else 3,
@@ -39,7 +43,7 @@ def run(args) -> dict:
     ckpt["3. rejection-sampling SFT"] = os.path.join(base, "rejection_sft", "model.pt")
     train_script(grpo, args, "r1_pipeline/final_grpo",
                  sft_checkpoint=ckpt["3. rejection-sampling SFT"],
-                 steps=2 if args.quick else 40, eval_every=20, samples_every=1000)
+                 steps=2 if args.quick else 40, **GRPO)
     ckpt["4. final GRPO"] = os.path.join(base, "final_grpo", "model.pt")
 
     stages = {}

@@ -39,7 +39,8 @@ import ppo
 import sft
 from experiments.common import (column, new_figure, read_summary, save_figure, smooth,
                                 train_script)
-from runs import load_checkpoint, set_seed, task_config
+from reward_model import load_reward_model
+from runs import checkpoint_task, load_checkpoint, set_seed
 from toy_model import AdditionTask, Tokenizer, encode_prompts, generate, reward_fn
 
 DESCRIPTION = ("PPO against a reward model learnt from length-biased labels: proxy up, length up, "
@@ -66,8 +67,7 @@ def run(args) -> dict:
     curves, reward_models = {}, {}
     for name, bias, beta in ([(f"biased_beta_{b:g}", LENGTH_BIAS, b) for b in BETAS]
                              + [(f"unbiased_beta_{BETAS[0]:g}", 0.0, BETAS[0])]):
-        models = {}
-        rows = train_script(ppo, args, f"reward_hacking/{name}", models=models,
+        rows = train_script(ppo, args, f"reward_hacking/{name}",
                             sft_checkpoint=sft_checkpoint, label_length_bias=bias, beta=beta,
                             **PPO)
         curves[name] = rl_curve(rows)
@@ -76,7 +76,8 @@ def run(args) -> dict:
                                         for key in ("pair_accuracy", "prefers_longer", "price")}
         curves[name]["eval_step"].insert(0, 0)  # the SFT model's held-out accuracy, at step 0
         curves[name]["eval_accuracy"].insert(0, summary["start_accuracy"])
-        reward_models.setdefault(bias, (models["reward_model"], models["reward_model"].norm))
+        reward_model = load_reward_model(f"{args.out_dir}/reward_hacking/{name}/reward_model.pt")
+        reward_models.setdefault(bias, (reward_model, reward_model.norm))
     pool = best_of_n_pool(sft_checkpoint, reward_models, args)
     results = {"runs": curves, "best_of_n": pool,
                "gao_fits": {**{name: gao_fit(r["sqrt_kl"], r["gold"], "rl")
@@ -123,7 +124,7 @@ def best_of_n_pool(sft_checkpoint: str, reward_models: dict, args) -> dict:
     2, 4, .., K the mean over prompts of the best-of-n estimates of gold, proxy and length."""
     spec = BEST_OF_N_QUICK if args.quick else BEST_OF_N
     policy, ckpt = load_checkpoint(sft_checkpoint)
-    task, tokenizer = AdditionTask(ckpt["digits"], **task_config(ckpt["run_config"])), Tokenizer()
+    task, tokenizer = AdditionTask(ckpt["digits"], **checkpoint_task(ckpt)), Tokenizer()
     problems, K = task.test[:spec["prompts"]], spec["samples"]
     set_seed(0)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], "cpu")  # (G, P)

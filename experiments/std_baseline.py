@@ -11,24 +11,27 @@ against each no-baseline run, and mean and std against mean only.
 from __future__ import annotations
 
 import grpo
-from experiments.common import (GRPO_RUN, column, last, new_figure, save_figure, smooth,
-                                start_and, train_script)
+from experiments.common import (column, last, new_figure, reward_plus_format, save_figure,
+                                smooth, start_and, train_script)
 
 DESCRIPTION = "GRPO advantage with and without the std division and the baseline: held-out accuracy"
 
+# Every run, beside grpo.py's defaults: 100 steps (the cosine still ends at lr / 10), sampled at
+# 0.7 in groups of 8, so that more groups have a reward spread for the baselines to act on.
+GRPO = dict(steps=100, temperature=0.7, group_size=8, eval_every=20, samples_every=1000)
 NO_BASELINE = dict(loss_type="no_baseline", use_std_normalization=False)
 VARIANTS = {  # label -> (run name, flags)
     "mean and std (GRPO)": ("mean_std", dict(loss_type="reinforce_with_baseline")),
     "mean only (Dr. GRPO)": ("mean_only", dict(loss_type="reinforce_with_baseline",
                                                use_std_normalization=False)),
     "no baseline, 0/1 reward": ("no_baseline", NO_BASELINE),
-    "no baseline, reward + format": ("no_baseline_format",
-                                     dict(**NO_BASELINE, format_reward_weight=1.0))}
+    "no baseline, reward + format": ("no_baseline_format", NO_BASELINE)}
+REWARDS = {"no baseline, reward + format": reward_plus_format(1.0)}  # the others: reward_fn
 
 
 def run(args) -> dict:
-    runs = {label: train_script(grpo, args, f"std_baseline/{name}", **{**GRPO_RUN, "steps": 100},
-                                **flags)
+    runs = {label: train_script(grpo, args, f"std_baseline/{name}", reward=REWARDS.get(label),
+                                **GRPO, **flags)
             for label, (name, flags) in VARIANTS.items()}
     fig, (acc, reward, grad) = new_figure(3, "GRPO advantage: group mean and std, mean only, "
                                              "no baseline")

@@ -81,7 +81,7 @@ def test_group_size_one_with_std_is_a_clear_error():
     adv, _, _ = group_advantages([1.0, 0.0], group_size=1, normalize_by_std=False)
     assert torch.equal(adv, torch.zeros(2))
     with pytest.raises(UserError, match="group_size"):
-        Config(group_size=1, rollout_batch_size=8, train_batch_size=8)
+        Config(group_size=1, use_std_normalization=True, rollout_batch_size=8, train_batch_size=8)
 
 
 # ---- per-token losses ------------------------------------------------------------------------
@@ -258,13 +258,13 @@ def test_shuffled_rows_keep_their_group_advantage(small_sft, tmp_path, monkeypat
 
 
 def test_two_steps_move_policy_not_reference(small_sft, tmp_path, monkeypatch):
-    loaded, real_load = [], runs.load_policy
+    loaded, real_load = [], runs.Run.load_policy
 
     def spy_load(*args, **kw):
         loaded.append(real_load(*args, **kw))
         return loaded[-1]
 
-    monkeypatch.setattr(runs, "load_policy", spy_load)
+    monkeypatch.setattr(runs.Run, "load_policy", spy_load)
     grpo.train(small_config(small_sft[0], tmp_path, steps=2, beta=0.04))
     start = torch.load(small_sft[0], weights_only=True)["state_dict"]
     policy, reference = loaded
@@ -274,24 +274,29 @@ def test_two_steps_move_policy_not_reference(small_sft, tmp_path, monkeypatch):
 
 def test_skipping_zero_advantage_rows_keeps_the_gradient(small_sft, tmp_path, monkeypatch):
     """With beta 0 a row with A = 0 gives no gradient: skipping its forward and backward must
-    leave the update the same (same loss and gradient norm at step 1, where nothing is evaluated),
-    while training fewer rows. Dividing by the rows kept instead of the whole batch fails this."""
-    norms, real_clip = {}, torch.nn.utils.clip_grad_norm_
+    leave the update the same (same loss and gradient norm at step 1) while training fewer rows.
+    Dividing by the rows kept instead of the whole batch fails this."""
+    norms, trained, real_clip = {}, {}, torch.nn.utils.clip_grad_norm_
+    real_step = grpo.grpo_microbatch_train_step
     for skip in (False, True):
-        norms[skip] = []
+        norms[skip], trained[skip] = [], []
 
         def spy_clip(params, max_norm, _norms=norms[skip], **kw):
             _norms.append(real_clip(params, max_norm, **kw))
             return _norms[-1]
+
+        def spy_step(log_probs, *args, _rows=trained[skip], **kw):
+            _rows.append(len(log_probs))
+            return real_step(log_probs, *args, **kw)
         monkeypatch.setattr(grpo, "clip_grad_norm_", spy_clip)
-        grpo.train(small_config(small_sft[0], tmp_path / str(skip), steps=2, eval_every=2,
+        monkeypatch.setattr(grpo, "grpo_microbatch_train_step", spy_step)
+        grpo.train(small_config(small_sft[0], tmp_path / str(skip), steps=1,
                                 skip_zero_advantage=skip))
     import csv
     rows = {s: list(csv.DictReader(open(tmp_path / str(s) / "metrics.csv"))) for s in (False, True)}
-    assert float(rows[False][1]["trained_fraction"]) == 1.0  # step 1: every row without skipping
+    assert sum(trained[False]) == 32  # every row without skipping
     assert float(rows[True][1]["zero_spread_fraction"]) > 0  # some groups are all-equal, so ...
-    assert float(rows[True][1]["trained_fraction"]) < 1.0  # ... rows were skipped,
-    assert float(rows[True][2]["trained_fraction"]) == 1.0  # but not on the evaluation step
+    assert sum(trained[True]) == round(32 * (1 - float(rows[True][1]["zero_spread_fraction"])))
     assert torch.allclose(norms[True][0], norms[False][0], rtol=1e-5, atol=0)
     # the on-policy loss is ~0 (advantages average to 0), so compare it absolutely
     assert float(rows[True][1]["loss"]) == pytest.approx(float(rows[False][1]["loss"]), abs=1e-6)
@@ -320,7 +325,7 @@ VARIANTS = [
     dict(length_normalization="token_mean", drop_equal_reward_groups=True, cliprange_high=0.28),  # DAPO
     dict(beta=0.04, kl_estimator="k3"),
     dict(beta=0.04, kl_estimator="k1", temperature=0.7),
-    dict(format_reward_weight=0.1, min_new_tokens=2, max_new_tokens=20, advantage_eps=1e-4),
+    dict(min_new_tokens=2, max_new_tokens=20, advantage_eps=1e-4),
     dict(loss_type="cispo", epochs_per_rollout_batch=2, cliprange_high=0.28),  # CISPO
     dict(ratio_level="sequence", train_batch_size=16, cliprange=3e-4, cliprange_high=4e-4),  # GSPO
     dict(baseline="leave_one_out", use_std_normalization=False),  # RLOO
@@ -349,25 +354,26 @@ def test_learning(default_sft, tmp_path):
     assert summary["final_accuracy"] >= summary["start_accuracy"] + 0.08, summary
 
 
-def test_abstain_reward_reaches_the_reward(small_sft, tmp_path, monkeypatch):
-    """--abstain_reward parses ("none" is the default None) and a run scores with it."""
-    assert parse_config(Config, ["--abstain_reward", "0.3"]).abstain_reward == 0.3
-    assert parse_config(Config, ["--abstain_reward", "none"]).abstain_reward is None
-    assert Config().abstain_reward is None
-    seen, real_reward_fn = [], grpo.reward_fn
+def test_a_reward_function_reaches_the_advantage_and_the_log(small_sft, tmp_path):
+    """train(cfg, reward=...) scores every rollout with it (as an experiment or a homework reward
+    does), and the mean of each key it returns is a metrics.csv column."""
+    seen = []
 
-    def spy(response, ground_truth, abstain_reward=None, wrong_reward=0.0):
-        seen.append(abstain_reward)
-        return real_reward_fn(response, ground_truth, abstain_reward, wrong_reward)
+    def reward(response, ground_truth):
+        seen.append(response)
+        r = grpo.reward_fn(response, ground_truth)
+        return {**r, "reward": r["reward"] - 0.01 * len(response), "length": float(len(response))}
 
-    monkeypatch.setattr(grpo, "reward_fn", spy)
-    grpo.train(small_config(small_sft[0], tmp_path, steps=1, abstain_reward=0.3))
-    assert len(seen) == 32 and set(seen) == {0.3}
-    header = open(tmp_path / "metrics.csv").readline().strip().split(",")
-    assert "abstain_rate" in header
+    grpo.train(small_config(small_sft[0], tmp_path, steps=1), reward=reward)
+    assert len(seen) == 32
+    import csv
+    row = list(csv.DictReader(open(tmp_path / "metrics.csv")))[1]
+    assert float(row["length"]) == pytest.approx(sum(map(len, seen)) / 32)
+    assert float(row["reward"]) == pytest.approx(float(row["answer_reward"]) - 0.01
+                                                 * float(row["length"]), abs=1e-6)
     from toy_model import ABSTENTION
     adv, raw, _ = compute_group_normalized_rewards(
-        lambda r, g: real_reward_fn(r, g, 0.3), [ABSTENTION, "<think></think><answer>12</answer><|endoftext|>",
+        lambda r, g: grpo.reward_fn(r, g, 0.3), [ABSTENTION, "<think></think><answer>12</answer><|endoftext|>",
                                                  "<think></think><answer>13</answer><|endoftext|>", ABSTENTION],
         ["12"] * 4, 4, 1e-6, False)
     assert raw.tolist() == pytest.approx([0.3, 1.0, 0.0, 0.3])
@@ -401,11 +407,12 @@ def test_cli_bad_input_exits_2_in_one_line(args, tmp_path):
 
 @pytest.mark.parametrize("args", [["--rollout_batch_size", "30"], ["--train_batch_size", "96"],
                                   ["--train_batch_size", "128", "--gradient_accumulation_steps", "3"],
-                                  ["--train_batch_size", "4"], ["--group_size", "1"], ["--cliprange", "1.5"],
+                                  ["--train_batch_size", "4"], ["--group_size", "1", "--use_std_normalization"],
+                                  ["--cliprange", "1.5"],
                                   ["--cliprange_high", "0.1"], ["--temperature", "0"], ["--loss_type", "ppo"],
                                   ["--min_new_tokens", "9", "--max_new_tokens", "8"], ["--beta", "-1"],
-                                  ["--advantage_eps", "0"], ["--steps", "0"], ["--lr", "0"],
-                                  ["--abstain_reward", "1"], ["--abstain_reward", "-0.1"]])
+                                  ["--advantage_eps", "0", "--use_std_normalization"],
+                                  ["--steps", "0"], ["--lr", "0"]])
 def test_bad_values_are_one_line_errors(args, capsys):
     with pytest.raises(SystemExit) as e:
         parse_config(Config, args)

@@ -88,24 +88,42 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
 # ---------------------------------------------------------------- Ctrl-C
 @pytest.mark.slow
 def test_interrupt_evaluates_logs_and_says_the_same_step_everywhere(tmp_path, monkeypatch):
+    """Ctrl-C during step 3 ends the run once step 3 is done: no step is left half-made."""
     calls = []
     real = sft.demonstrations
 
     def interrupt_on_third(*args):
         calls.append(1)
         if len(calls) == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
         return real(*args)
 
     monkeypatch.setattr(sft, "demonstrations", interrupt_on_third)
     summary = sft.train(sft.Config(**dict(TINY_SFT, out_dir=str(tmp_path))))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back afterwards
     rows = read_rows(tmp_path / "metrics.csv")
-    assert [r["step"] for r in rows] == ["0", "1", "2"]  # the starting evaluation, 2 whole steps
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]  # the start, 3 whole steps
     assert rows[-1]["eval_accuracy"] != ""  # the final evaluation is in the CSV (and the curves)
     assert float(rows[-1]["eval_accuracy"]) == summary["final_accuracy"]
-    assert summary["interrupted"] and summary["steps"] == summary["interrupted_at_step"] == 2
-    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
+    assert summary["interrupted"] and summary["steps"] == summary["interrupted_at_step"] == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 3
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
+    real = sft.demonstrations
+
+    def interrupt_twice(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(sft, "demonstrations", interrupt_twice)
+    with pytest.raises(KeyboardInterrupt):
+        sft.train(sft.Config(**dict(TINY_SFT, out_dir=str(tmp_path))))
+    assert not (tmp_path / "summary.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.slow

@@ -1,12 +1,14 @@
-"""The task's knobs for the lecture's claims about RL and SFT (issue 13): easy and hard problems
-that the prompt tells apart (easy_digits, hard_fraction), direct answers (direct_fraction), the
-abstention's reward (abstain_reward, wrong_reward), and the AUROC helper of experiments/abstain.py.
+"""The task's knobs for the lecture's claims about RL and SFT: easy and hard problems that the
+prompt tells apart (easy_digits, hard_fraction), direct answers (direct_fraction), the
+abstention's reward (abstain_reward, wrong_reward), the task an RL run takes from its start
+checkpoint, and the AUROC helper of experiments/abstain.py.
 The defaults must reproduce the original task exactly: golden strings below."""
 import numpy as np
 import pytest
+import torch
 
+from conftest import drawing_no_curves
 from experiments.abstain import auroc
-import grpo
 import sft
 from runs import UserError, task_config
 from toy_model import ABSTENTION, EOS, RESPONSE_RE, AdditionTask, Problem, Tokenizer, reward_fn
@@ -103,13 +105,31 @@ def test_reward_of_abstention_right_and_wrong(abstain_reward, wrong_reward):
                                   wrong_reward if abstain_reward is None else abstain_reward)
 
 
-def test_grpo_refuses_a_checkpoint_of_another_task(small_sft, tmp_path):
-    checkpoint, _ = small_sft  # 2-digit, no mix
-    cfg = grpo.Config(digits=2, easy_digits=1, sft_checkpoint=checkpoint, steps=1, n_test=8,
-                      rollout_batch_size=16, train_batch_size=16, gradient_accumulation_steps=1,
-                      device="cpu", out_dir=str(tmp_path))
-    with pytest.raises(UserError, match="easy_digits"):
-        grpo.train(cfg)
+def test_rl_runs_the_task_of_their_start_checkpoint(tmp_path, monkeypatch):
+    """An RL run builds the task its start model learnt (saved in the checkpoint): here a
+    verbose one, whose response budget is verbose_max tokens longer; an experiment's own task
+    must be of the same kinds."""
+    import grpo
+    from runs import save_checkpoint
+    from toy_model import GPT, GPTConfig
+    task = AdditionTask(2, 8, easy_digits=1, verbose_max=4)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(max_seq_len=task.max_seq_len, n_layer=1, d_model=32))
+    save_checkpoint(str(tmp_path / "start.pt"), model, 2, {"lr": 1.0}, task)
+    budgets = []
+    monkeypatch.setattr(grpo, "evaluate", lambda m, t, problems, budget: (
+        budgets.append((budget, len(problems))) or ({"accuracy": 0.0, "format_rate": 0.0,
+                                                     "eos_rate": 0.0}, [])))
+    cfg = dict(digits=2, sft_checkpoint=str(tmp_path / "start.pt"), steps=1, n_test=8,
+               rollout_batch_size=8, train_batch_size=8, gradient_accumulation_steps=1,
+               samples_every=1000, device="cpu")
+    with drawing_no_curves():
+        grpo.train(grpo.Config(**cfg, out_dir=str(tmp_path / "a")))
+    assert budgets == [(task.max_new_tokens, 8)] * 2 and task.max_new_tokens == 34
+    saved = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["task"]
+    assert saved == {"easy_digits": 1, "hard_fraction": 0.5, "verbose_max": 4}
+    with pytest.raises(UserError, match="another task"):
+        grpo.train(grpo.Config(**cfg, out_dir=str(tmp_path / "b")), task=AdditionTask(2, 8))
 
 
 @pytest.mark.parametrize("flags", [dict(direct_fraction=1.1), dict(direct_fraction=0.8, abstain_fraction=0.3),
@@ -144,11 +164,3 @@ def test_evaluate_suppress_forbids_characters_and_counts_direct_answers():
     assert any("?" in s["response"] for s in free)
     assert not any("?" in s["response"] for s in forced)
     assert metrics["direct_rate"] == sum(s["response"].startswith("<think></think>") for s in forced) / 40
-
-
-@pytest.mark.parametrize("flags", [dict(wrong_reward=0.1), dict(easy_digits=3), dict(hard_fraction=-0.1),
-                                   dict(abstain_reward=0.0, wrong_reward=0.0)])
-def test_grpo_rejects_bad_knobs(flags):
-    with pytest.raises(UserError):
-        grpo.Config(**flags)
-    assert grpo.Config(abstain_reward=0.3, wrong_reward=-1.0).wrong_reward == -1.0
