@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import csv
 import dataclasses
 import inspect
@@ -551,8 +550,7 @@ class Run:
         knobs = task_config(dataclasses.asdict(cfg))  # sft.py: its own flags
         self.start_checkpoint = getattr(cfg, "sft_checkpoint", None)
         if self.start_checkpoint is not None:  # an RL run: the task its start model learnt
-            self._start, ckpt = load_checkpoint(self.start_checkpoint, digits=cfg.digits)
-            knobs = checkpoint_task(ckpt)
+            knobs = checkpoint_task(load_checkpoint(self.start_checkpoint, digits=cfg.digits)[1])
         if task is not None:  # an experiment's own task: the same kinds and budget, any mix
             require((task.easy_digits, task.verbose_max) == (knobs["easy_digits"],
                                                               knobs["verbose_max"]),
@@ -562,9 +560,9 @@ class Run:
         self.tokenizer, self.max_new_tokens = Tokenizer(), self.task.max_new_tokens
 
     def load_policy(self) -> GPT:
-        """A fresh copy of the start checkpoint, in eval mode (no dropout: on-policy, the ratio
+        """The start checkpoint, loaded afresh, in eval mode (no dropout: on-policy, the ratio
         pi_theta / pi_old is exactly 1)."""
-        return copy.deepcopy(self._start).to(self.device).eval()
+        return load_checkpoint(self.start_checkpoint, self.cfg.digits, self.device)[0].eval()
 
     def response_budget(self, max_new_tokens: int | None, model: GPT) -> int:
         """The task's response budget unless given; checked to hold an answer and fit the model."""
