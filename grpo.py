@@ -12,6 +12,9 @@ the baseline.
                  - beta KL_t(pi_theta || pi_ref) ],
     rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
 
+KL_t is DeepSeekMath's k3 estimate, r - 1 - log r with r = pi_ref / pi_theta on the sampled token
+(toy_model.kl_penalty); as a loss term its gradient is that of KL(pi_ref || pi_theta).
+
 Two loops, as in the lecture's pseudo-code: the outer one samples a rollout batch (n prompts x G
 responses), scores it and takes the old and reference log-probs once (where they are needed); the
 inner one runs `epochs_per_rollout_batch` passes over it, one AdamW step per train batch.
@@ -31,6 +34,8 @@ group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: d
     and KL are then means over the rows trained.
 The std division makes every group's advantages unit-size, whatever the rewards' scale: a tiny
 shaping term (a length penalty) in a group whose answers are all right becomes advantages of +-1.
+Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
+in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
 Variants, each one flag set or more (TRL implements each the same way):
   - Dr. GRPO: --no-use_std_normalization --length_normalization constant.
   - DAPO: --cliprange_high 0.28 --length_normalization token_mean --drop_equal_reward_groups
@@ -42,8 +47,6 @@ Variants, each one flag set or more (TRL implements each the same way):
   - CISPO (MiniMax-M1, 2025): --loss_type cispo --length_normalization token_mean,
     -sg(min(rho, 1 + eps_high)) A log pi: a damped gradient where the clip gives none.
   - off-policy: --epochs_per_rollout_batch 2 --train_batch_size 128.
-Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
-in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
 """
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ class Config:
     min_new_tokens: int = 0  # end-of-text is forbidden before this many response tokens
     max_new_tokens: int | None = None  # response budget; None is the task's (10 * digits + 10)
     # --- algorithm ---
-    loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # CS336: -r logp, -A logp, clipped or plain ratio
+    loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # -r logp, -A logp, clipped/plain ratio; cispo
     use_std_normalization: bool = True  # divide A by the group std (Dr. GRPO drops it)
     baseline: Literal["group_mean", "leave_one_out"] = "group_mean"  # leave_one_out: RLOO
     ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's one ratio per response
@@ -144,14 +147,14 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     else:
         baseline = grouped.mean(dim=1, keepdim=True)
     # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
-    centered = torch.where(spread > 0, grouped - baseline, 0.0)
+    advantages = torch.where(spread > 0, grouped - baseline, 0.0)  # (n_prompts, G)
     if normalize_by_std:
-        centered = centered / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased std
+        advantages = advantages / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased
     metadata = {"reward": raw_rewards.mean().item(),  # and the mean of each other reward_fn key
                 **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0] if k != "reward"},
                 "zero_spread_fraction": (spread == 0).float().mean().item(),
                 "answer_rewards": torch.tensor([s["answer_reward"] for s in scores])}  # (B,)
-    return centered.flatten(), raw_rewards, metadata
+    return advantages.flatten(), raw_rewards, metadata
 
 
 def compute_naive_policy_gradient_loss(raw_rewards_or_advantages, policy_log_probs):
@@ -236,10 +239,11 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
         metadata["kl"] = kl.detach()
     k = gradient_accumulation_steps
     if length_normalization == "sequence_mean":
+        # each sequence's mean over its response tokens, then the mean over sequences
         loss = masked_mean(loss_per_token, response_mask, dim=-1).mean() / k
     elif length_normalization == "constant":
-        loss = masked_normalize(loss_per_token, response_mask, dim=-1,
-                                normalize_constant=normalize_constant).mean() / k
+        loss = masked_normalize(loss_per_token, response_mask, dim=-1,  # each sequence's sum /
+                                normalize_constant=normalize_constant).mean() / k  # the constant
     elif length_normalization == "token_mean":
         if batch_response_tokens is None:
             batch_response_tokens = response_mask.sum() * k
@@ -277,7 +281,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     response (CS336's r1_zero reward_fn unless given); the mean of each key is a metrics.csv
     column. task: the start checkpoint's addition task, unless an experiment passes its own."""
     run = runs.Run(cfg, sft.train_if_missing, task)  # checks out_dir, makes out/sft if missing
-    policy = run.load_policy()  # the SFT model in eval mode (no dropout): it trains as it samples
+    policy = run.load_policy()  # the SFT model, in eval mode: it trains as it samples (no dropout)
     reference = run.load_policy().requires_grad_(False)  # pi_ref: the frozen SFT model
     task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
     max_new = run.response_budget(cfg.max_new_tokens, policy)  # the task's unless given
@@ -297,7 +301,8 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     run.start(f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}",
               evaluate(policy, tokenizer, task.test, max_new), policy=policy, optimizer=optimizer)
     for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
-        # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step (or constant)
+        # linear warm-up to lr over warmup_steps (lr / warmup_steps at step 1), then cosine decay
+        # to lr / 10 at the last step (or constant)
         lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps,
                                                cfg.lr_schedule == "cosine"))
         is_eval = step % cfg.eval_every == 0 or step == cfg.steps
@@ -305,7 +310,9 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         t_rollout = time.time()
         problems = task.sample(B // G, rng)
         prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (n, P)
-        response_ids, response_mask = generate(  # (B, T) each; mask: tokens up to end-of-text
+        # (B, T) each: the mask is 1 on every sampled token up to and including end-of-text,
+        # 0 on the padding after it
+        response_ids, response_mask = generate(
             policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id, num_samples=G,
             temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)
         prompt_ids = prompt_ids.repeat_interleave(G, dim=0)  # (B, P): row i has prompt i // G
@@ -321,7 +328,8 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
             leave_one_out=cfg.baseline == "leave_one_out")
         advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
-        # 3. Old and reference log-probs, once per rollout batch, no gradient.
+        # 3. Old and reference log-probs, once per rollout batch, no gradient. Every log-prob is
+        # get_response_log_probs': log softmax(logits / temperature) at each label token.
         seq = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
         # labels[:, j] = seq[:, j + 1], so labels[:, P - 1:] are the T response tokens
         input_ids, labels = seq[:, :-1], seq[:, 1:]  # (B, P + T - 1) each
@@ -329,7 +337,8 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         # forward's own, detached (step 4); off-policy they are fixed here, before any update.
         old_log_probs = None if on_policy else log_probs_without_grad(
             policy, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
-        ref_log_probs = None if cfg.beta == 0 and not is_eval else log_probs_without_grad(
+        need_ref = cfg.beta > 0 or is_eval  # with beta 0 the KL is only measured, at evaluations
+        ref_log_probs = None if not need_ref else log_probs_without_grad(
             reference, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
         kept = torch.arange(len(responses), device=device)  # rows to train on
         if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
@@ -351,9 +360,10 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
                                                  return_token_entropy=True,
                                                  temperature=cfg.temperature)
                     log_probs = out["log_probs"][:, P - 1:]  # (rows, T): response tokens only
-                    # CS336's gradient_accumulation_steps k: the step divides these rows' mean by
-                    # k; k = batch_size / len(rows) makes that their sum / batch_size
-                    k = batch_size / len(rows)
+                    # CS336's train step returns (these rows' mean loss) / gradient_accumulation_
+                    # steps; k = batch_size / len(rows) makes that (these rows' sum) / batch_size,
+                    # so the micro-batches, of any size after the skip, add up to the batch mean
+                    k = batch_size / len(rows)  # = gradient_accumulation_steps when none skipped
                     loss, meta = grpo_microbatch_train_step(
                         log_probs, response_mask[rows], k, cfg.loss_type,
                         raw_rewards=rewards[rows, None], advantages=advantages[rows, None],
@@ -372,7 +382,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         correct = reward_meta.pop("answer_rewards").to(device) == 1  # (B,)
         ratios = [t["ratio"][t["mask"].bool()] for t in trained if "ratio" in t]
         row = {"step": step, "lr": lr, **reward_meta,
-               "loss": sum(losses) / max(len(grad_norms), 1),  # per optimizer step
+               "loss": sum(losses) / max(len(grad_norms), 1),  # micro-batches add up: per step
                "grad_norm": grad_norms[-1] if grad_norms else None,  # the last, before clipping
                "entropy": token_mean(trained, "entropy"),  # over the rows trained
                "clip_fraction": token_mean(trained, "clipped"),
@@ -400,7 +410,7 @@ SHOWN = ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("rollout reward", ["reward", "format_reward", "answer_reward"]),
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),
-    ("KL(pi || pi_ref) per response token", ["kl_per_token"]),
+    ("KL(pi || pi_ref) per token of the rows trained (beta 0: at evaluations)", ["kl_per_token"]),
     ("rollout response length", ["response_len_correct", "response_len_incorrect"]),
     ("token entropy: rollouts at --temperature, held-out greedy at 1", ["entropy", "eval_entropy"]),
     ("groups with zero reward spread", ["zero_spread_fraction"]),

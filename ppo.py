@@ -7,12 +7,12 @@ for every response token t:
     r_t = -beta * KL_t(pi_old || pi_ref) + [t = last token] * score(q, o)
 
 KL_t is the per-token estimate k1 = log pi_old(o_t) - log pi_ref(o_t) (k2, k3 selectable): in
-the reward, k1's mean is the KL; moved into the loss (a homework variant), k1's expected gradient
-is 0 on-policy, so use k3 there, as grpo.py's --beta does. The score is the task's verifier (1 if
-correct, else 0) or a learned reward model, and a response that never produced end-of-text
-scores `missing_eos_penalty` instead. The critic V(s_t) predicts
-the rest of the episode's reward from each prefix; GAE (gae.py) turns rewards and values into
-advantages and value targets:
+the reward, k1's mean is the KL. (If you move the KL from the reward into the loss, a common
+homework change, use k3 there, as grpo.py's --beta does: as a loss term k1's expected gradient is
+0 on-policy.) The score is the task's verifier (1 if correct, else 0) or a learned reward model;
+a response that never produced end-of-text scores `missing_eos_penalty` (-1) instead. The
+critic V(s_t) predicts the rest of the episode's reward from each prefix; GAE (gae.py) turns
+rewards and values into advantages and value targets:
 
     delta_t = r_t + gamma V_{t+1} - V_t;    A_t = delta_t + gamma lambda A_{t+1};    R_t = A_t + V_t
 
@@ -30,7 +30,8 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
   (reward_model.py: the SFT model's token log-probs plus a price per token, on right-vs-wrong
   pairs of SFT samples; `--label_length_bias` biases the labeller towards the longer response),
   its score normalised as Ziegler et al.;
-- rollouts at temperature 0.5, a fixed KL coefficient, no PPO-ptx term;
+- rollouts at temperature 0.5, a fixed KL coefficient, no PPO-ptx term; a response cut off by
+  the length budget scores -1, not the verifier's 0 (Huang et al.'s missing-EOS penalty);
 - the critic is a separate copy of the SFT model (InstructGPT starts it from the reward model) with
   a zero scalar head and its own, smaller learning rate; one backward and one AdamW for both
   networks, each gradient clipped on its own;
@@ -188,7 +189,7 @@ def train(cfg: Config) -> dict:
     """Run PPO from the SFT checkpoint, evaluate, save; returns the summary (also summary.json).
     With --reward model the reward model is trained first and saved as reward_model.pt."""
     run = runs.Run(cfg, sft.train_if_missing)  # checks out_dir, makes out/sft if missing, seeds
-    policy = run.load_policy()  # the SFT model in eval mode: at the first minibatch the ratio is 1
+    policy = run.load_policy()  # the SFT model, in eval mode: it trains as it samples (no dropout)
     task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
     max_new = run.response_budget(cfg.max_new_tokens, policy)  # the task's unless given
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: the SFT model, frozen
@@ -209,7 +210,8 @@ def train(cfg: Config) -> dict:
               policy=policy, critic=critic, optimizer=optimizer)
     for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
         for group, peak in zip(optimizer.param_groups, (cfg.lr, cfg.critic_lr)):
-            # A fresh Adam's first updates are ~lr * sign(gradient) on every weight: warm up.
+            # linear warm-up to lr over warmup_steps, then constant: a fresh Adam's first updates
+            # are ~lr * sign(gradient) on every weight
             group["lr"] = runs.lr_at(step, peak, cfg.warmup_steps, cfg.steps, cosine=False)
         # 1. Rollout: sample responses from the current policy (pi_old for this step).
         problems = task.sample(cfg.prompts_per_step, rng)
@@ -235,20 +237,27 @@ def train(cfg: Config) -> dict:
         else:
             with torch.inference_mode():
                 scores = reward_model(seq, P, response_mask)  # (B,)
-                scores = (scores - rm_mean) / rm_std  # normalised on the SFT model's samples
+                # normalised by its mean and std on the SFT model's samples (reward_model.py)
+                scores = (scores - rm_mean) / rm_std
         scores = torch.where(has_eos, scores, torch.full_like(scores, cfg.missing_eos_penalty))
 
         # 3. Advantage: old and reference log-probs and values once per rollout, then GAE.
+        # Log-probs: log softmax(logits / temperature) at each label; [:, P - 1:] is the response.
         with torch.inference_mode():
-            old_log_probs, ref_log_probs = (get_response_log_probs(
-                model, input_ids, labels, temperature=cfg.temperature)["log_probs"][:, P - 1:]
-                for model in (policy, reference))  # (B, T) each: pi_old and pi_ref
-            values = critic(input_ids)[:, P - 1:] * response_mask  # (B, T): V(s_t) before o_t
+            old_log_probs = get_response_log_probs(policy, input_ids, labels,
+                                                   temperature=cfg.temperature)["log_probs"]
+            ref_log_probs = get_response_log_probs(reference, input_ids, labels,
+                                                   temperature=cfg.temperature)["log_probs"]
+            old_log_probs, ref_log_probs = old_log_probs[:, P - 1:], ref_log_probs[:, P - 1:]
+            # position P - 1 + t has read the prompt and o_<t: the critic's value there is V(s_t)
+            values = critic(input_ids)[:, P - 1:] * response_mask  # (B, T)
+            # k1 = log pi_old - log pi_ref per token (or k2, k3), 0 on padding
             kl = kl_penalty(old_log_probs, ref_log_probs, cfg.kl_estimator) * response_mask
             rewards = compute_ppo_rewards(scores, kl, response_mask, cfg.beta)  # (B, T)
+            # GAE (gae.py): V = 0 after the last response token, padding has no reward or value
             advantages = gae_advantages(rewards, values, response_mask, cfg.gamma, cfg.lam)
             returns = advantages + values  # the critic's targets, before whitening; (B, T)
-            if cfg.whiten_advantages:
+            if cfg.whiten_advantages:  # mean 0, (population) std 1 over the response tokens
                 advantages = whiten(advantages, response_mask)
 
         # 4. Update: several epochs of shuffled minibatches against the fixed rollout.
@@ -265,8 +274,8 @@ def train(cfg: Config) -> dict:
                     response_mask[idx], old_log_probs[idx], values[idx], advantages[idx],
                     returns[idx], cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
                     cfg.ent_coef)
-                meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                                   cfg.max_grad_norm).item()
+                meta["grad_norm"] = torch.nn.utils.clip_grad_norm_(  # the policy's, logged
+                    policy.parameters(), cfg.max_grad_norm).item()
                 torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

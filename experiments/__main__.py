@@ -29,8 +29,9 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--sft_checkpoint", default="out/sft/model.pt",
                         help="starting model of the RL runs; the default one is trained with "
                              "sft.py's defaults if missing")
-    parser.add_argument("--docs_dir", default="docs",
-                        help="where exp_NAME.png goes (default: docs)")
+    parser.add_argument("--docs_dir", default=None,
+                        help="where exp_NAME.png goes (default: beside results.json; "
+                             "docs/regenerate.sh passes docs)")
     parser.add_argument("--out_dir", default="out/experiments",
                         help="runs and results.json (default: out/experiments)")
     args = parser.parse_args(argv)

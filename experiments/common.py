@@ -178,9 +178,10 @@ def new_figure(n_panels: int, title: str):
 
 
 def save_figure(fig, args, name: str) -> str:
-    """Write docs_dir/exp_NAME.png."""
+    """Write exp_NAME.png beside the experiment's results.json (out_dir/NAME/), or into
+    --docs_dir (docs/regenerate.sh)."""
     import matplotlib.pyplot as plt
-    path = os.path.join(args.docs_dir, f"exp_{name}.png")
+    path = os.path.join(args.docs_dir or os.path.join(args.out_dir, name), f"exp_{name}.png")
     finish_figure(fig)  # legends under their panels; the command, code and machine at the foot
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)

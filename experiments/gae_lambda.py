@@ -19,9 +19,10 @@ DESCRIPTION = "TD(0), Monte Carlo and GAE: bias and variance of the value target
 def run(args) -> dict:
     out = os.path.join(args.out_dir, "gae_lambda")
     table = gae.main(["--out_dir", out] + (["--episodes", "200"] if args.quick else []))
-    # gae.py draws the figure itself: copy it to where the docs show it.
-    path = os.path.join(args.docs_dir, "exp_gae_lambda.png")
-    os.makedirs(args.docs_dir, exist_ok=True)
+    # gae.py draws the figure itself: copy it to where every experiment's figure goes.
+    folder = args.docs_dir or out
+    path = os.path.join(folder, "exp_gae_lambda.png")
+    os.makedirs(folder, exist_ok=True)
     shutil.copyfile(os.path.join(out, "bias_variance.png"), path + ".tmp")
     os.replace(path + ".tmp", path)
     print(f"wrote {path}")
