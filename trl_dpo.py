@@ -16,6 +16,8 @@ Outputs as dpo.py's: out/trl_dpo/{metrics.csv, curves.png, model.pt, summary.jso
 names (rewards/margins, logps/chosen, ...) being ours already; the trained folder in out/trl_dpo/hf.
 
 Run: python trl_dpo.py             (dpo.py's defaults; compare with out/dpo/summary.json)
+     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 trl_dpo.py --device cpu
+                                   (data parallel: 2 processes, each with half of every batch)
 Needs the extras: python3 -m pip install -r requirements-hf.txt
 """
 from __future__ import annotations

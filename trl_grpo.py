@@ -15,6 +15,9 @@ the trained Hugging Face folder in out/trl_grpo/hf.
 
 Run: python trl_grpo.py            (grpo.py's defaults; compare with out/grpo/summary.json)
      python trl_grpo.py --steps 5  (a few steps: does it run here?)
+     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 trl_grpo.py --device cpu
+                                   (data parallel: 2 processes, each with half of every batch;
+                                    --nproc_per_node N --device cuda on N GPUs; docs/trl.md)
 Needs the extras: python3 -m pip install -r requirements-hf.txt
 """
 from __future__ import annotations
