@@ -147,21 +147,3 @@ def check_expert_iteration(cfg) -> None:
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
     require(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
 
-
-def check_trl_grpo(cfg) -> None:
-    """trl_grpo.py: grpo.py's checks for the fields it shares, and TRL's batch arithmetic."""
-    import grpo
-    shared = {k: getattr(cfg, k) for k in vars(cfg) if k in grpo.Config.__dataclass_fields__}
-    grpo.Config(**{**shared, "out_dir": cfg.out_dir})  # exits 2 with grpo.py's message
-    require(cfg.rollout_batch_size % cfg.train_batch_size == 0,
-            f"--rollout_batch_size {cfg.rollout_batch_size} must be a multiple of "
-            f"--train_batch_size {cfg.train_batch_size} (TRL's steps_per_generation)")
-
-
-def check_trl_dpo(cfg) -> None:
-    """trl_dpo.py: dpo.py's checks for the fields it shares, and what TRL's sigmoid lacks."""
-    import dpo
-    shared = {k: getattr(cfg, k) for k in vars(cfg) if k in dpo.Config.__dataclass_fields__}
-    dpo.Config(**{**shared, "out_dir": cfg.out_dir})  # exits 2 with dpo.py's message
-    require(cfg.label_smoothing == 0 or cfg.loss_type == "robust",
-            "TRL's sigmoid loss has no label smoothing (cDPO): use dpo.py, or --loss_type robust")

@@ -16,6 +16,8 @@ Outputs as dpo.py's: out/trl_dpo/{metrics.csv, curves.png, model.pt, summary.jso
 names (rewards/margins, logps/chosen, ...) being ours already; the trained folder in out/trl_dpo/hf.
 
 Run: python trl_dpo.py             (dpo.py's defaults; compare with out/dpo/summary.json)
+     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 trl_dpo.py --device cpu
+                                   (data parallel: 2 processes, each with half of every batch)
 Needs the extras: python3 -m pip install -r requirements-hf.txt
 """
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import Literal
 
 import torch
 
-import checks
 import dpo
 import export_hf
 import runs
@@ -74,7 +75,12 @@ class Config:
     def __post_init__(self):
         if self.nll_weight is None:  # as dpo.py: RPO's NLL with sigmoid, the pure loss otherwise
             self.nll_weight = 1.0 if self.loss_type == "sigmoid" else 0.0
-        checks.check_trl_dpo(self)  # every bad value exits 2 with one line
+        # every bad value exits 2 with one line: dpo.py's checks, and what TRL's sigmoid lacks
+        shared = {k: getattr(self, k) for k in vars(self) if k in dpo.Config.__dataclass_fields__}
+        dpo.Config(**{**shared, "out_dir": self.out_dir})  # dpo.py's checks and messages
+        runs.require(self.label_smoothing == 0 or self.loss_type == "robust",
+                     "TRL's sigmoid loss has no label smoothing (cDPO): use dpo.py, or "
+                     "--loss_type robust")
 
 
 # Our Config -> DPOConfig, field by field: (TRL's field, how our value becomes TRL's).
@@ -100,11 +106,13 @@ LOGGED = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accu
           "logps/chosen", "logps/rejected", "grad_norm"]  # TRL's names are ours
 
 
-def dpo_config(cfg: Config, out_dir: str):
-    """The DPOConfig of our Config: TO_TRL, FIXED, and RPO's NLL as a second loss."""
+def dpo_config(cfg: Config, out_dir: str, processes: int = 1):
+    """The DPOConfig of our Config: TO_TRL, FIXED, and RPO's NLL as a second loss. Its
+    per_device_train_batch_size is per process: each of the `processes` takes an equal share."""
     from trl import DPOConfig
     fields = {theirs: (convert or (lambda v: v))(getattr(cfg, ours))
               for ours, (theirs, convert) in TO_TRL.items()}
+    fields["per_device_train_batch_size"] //= processes
     losses = {"loss_type": [cfg.loss_type], "loss_weights": [1.0]}
     if cfg.nll_weight > 0:
         losses = {"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.nll_weight]}
@@ -113,38 +121,61 @@ def dpo_config(cfg: Config, out_dir: str):
 
 
 def train(cfg: Config) -> dict:
-    """Build dpo.py's preference set, train it with DPOTrainer, evaluate as dpo.py does, save."""
+    """Build dpo.py's preference set, train it with DPOTrainer, evaluate as dpo.py does, save.
+    Under torchrun every process runs this; the main one alone builds the preference set (the
+    others read it from disk), prints, evaluates and writes out_dir."""
     export_hf.require_hf("trl", "datasets", "accelerate")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from datasets import Dataset
+    export_hf.quiet()  # in every process: no progress bars, no deprecation warnings
+    from accelerate import PartialState
+    from datasets import Dataset, load_from_disk
     from transformers import TrainerCallback
     from trl import DPOTrainer
 
     t0 = time.time()  # as dpo.py: wall_seconds includes building the preference set
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
-    reference = runs.load_policy(cfg, device).requires_grad_(False)
-    # dpo.py's preference sets: the same calls in the same order give the same pairs.
-    train_pairs, train_stats = dpo.build_preference_pairs(
-        reference, tokenizer, task.sample(cfg.n_prompts, rng), cfg.samples_per_prompt,
-        cfg.temperature, task.max_new_tokens, rng)
-    test_pairs, test_stats = dpo.build_preference_pairs(
-        reference, tokenizer, task.test, cfg.samples_per_prompt, cfg.temperature,
-        task.max_new_tokens, rng)
-    runs.require(len(train_pairs) >= cfg.batch_size and test_pairs,
-                 f"only {len(train_pairs)} training and {len(test_pairs)} held-out pairs for "
-                 f"--batch_size {cfg.batch_size}: raise --n_prompts or --samples_per_prompt")
-    test_data = dpo.tokenize_pairs(test_pairs, tokenizer, device)
-    loss_cfg = types.SimpleNamespace(loss_type=cfg.loss_type, beta=cfg.beta, simpo_gamma=0.0,
-                                     label_smoothing=cfg.label_smoothing)  # for its rewards
-    test_ref_logps = dpo.all_sequence_log_probs(reference, test_data)
-    start = os.path.join(cfg.out_dir, "start")
-    export_hf.export(cfg.sft_checkpoint, start)
+    # The processes of this run: 1 under python, N under torchrun (gloo on CPUs, NCCL on GPUs).
+    world = PartialState(cpu=runs.pick_device(cfg.device).type == "cpu")
+    n, main = world.num_processes, world.is_main_process
+    runs.require(cfg.batch_size % n == 0,
+                 f"--batch_size {cfg.batch_size} does not split evenly over {n} processes")
 
-    log = runs.RunLog(cfg, f"DPO in TRL's DPOTrainer ({cfg.loss_type}, NLL weight "
-                           f"{cfg.nll_weight}) | {device} | {len(train_pairs)} pairs", t0)
-    metrics, samples = evaluate(reference, tokenizer, task.test, task.max_new_tokens)
-    start_pref = dpo.preference_accuracy(reference, test_data, test_ref_logps, loss_cfg)
-    log.start({**metrics, "preference_accuracy": start_pref}, samples)
+    def make_start(c):  # the main process makes out/sft if missing, the others wait for it
+        with world.main_process_first():
+            sft.train_if_missing(c)
+
+    device, rng, task, tokenizer = runs.setup(cfg, make_start)
+    start, work = os.path.join(cfg.out_dir, "start"), os.path.join(cfg.out_dir, "trainer")
+    if main:
+        reference = runs.load_policy(cfg, device).requires_grad_(False)
+        # dpo.py's preference sets: the same calls in the same order give the same pairs.
+        train_pairs, train_stats = dpo.build_preference_pairs(
+            reference, tokenizer, task.sample(cfg.n_prompts, rng), cfg.samples_per_prompt,
+            cfg.temperature, task.max_new_tokens, rng)
+        test_pairs, test_stats = dpo.build_preference_pairs(
+            reference, tokenizer, task.test, cfg.samples_per_prompt, cfg.temperature,
+            task.max_new_tokens, rng)
+        runs.require(len(train_pairs) >= cfg.batch_size and test_pairs,
+                     f"only {len(train_pairs)} training and {len(test_pairs)} held-out pairs for "
+                     f"--batch_size {cfg.batch_size}: raise --n_prompts or --samples_per_prompt")
+        test_data = dpo.tokenize_pairs(test_pairs, tokenizer, device)
+        loss_cfg = types.SimpleNamespace(loss_type=cfg.loss_type, beta=cfg.beta, simpo_gamma=0.0,
+                                         label_smoothing=cfg.label_smoothing)  # for its rewards
+        test_ref_logps = dpo.all_sequence_log_probs(reference, test_data)
+        export_hf.export(cfg.sft_checkpoint, start)
+        Dataset.from_list([{k: q[k] for k in ("prompt", "chosen", "rejected")}
+                           for q in train_pairs]).save_to_disk(os.path.join(work, "pairs"))
+    world.wait_for_everyone()  # the others load the start model and the pairs once written
+    # on disk, so that every process finds TRL's cache of the reference log-probs next to it
+    dataset = load_from_disk(os.path.join(work, "pairs"))
+
+    if main:
+        log = runs.RunLog(cfg, f"DPO in TRL's DPOTrainer ({cfg.loss_type}, NLL weight "
+                               f"{cfg.nll_weight}) | {device} | {len(dataset)} pairs | "
+                               + (f"{n} processes, data parallel ({world.backend})" if n > 1
+                                  else "1 process"), t0)
+        metrics, samples = evaluate(reference, tokenizer, task.test, task.max_new_tokens)
+        start_pref = dpo.preference_accuracy(reference, test_data, test_ref_logps, loss_cfg)
+        log.start({**metrics, "preference_accuracy": start_pref}, samples)
 
     def evaluate_both(hf_model):  # dpo.py's evaluation, on the model imported back
         nonlocal samples
@@ -171,19 +202,21 @@ def train(cfg: Config) -> dict:
                            "logps/rejected", "eval_preference_accuracy"], self.eval_metrics)
             self.eval_metrics = None
 
-    dataset = Dataset.from_list([{k: q[k] for k in ("prompt", "chosen", "rejected")}
-                                 for q in train_pairs])
-    args = dpo_config(cfg, os.path.join(cfg.out_dir, "trainer"))
+    args = dpo_config(cfg, work, n)
     trainer = DPOTrainer(model=start, args=args, train_dataset=dataset,
-                         processing_class=export_hf.hf_tokenizer(), callbacks=[OurLog()])
+                         processing_class=export_hf.hf_tokenizer(),
+                         callbacks=[OurLog()] if main else [])  # TRL's logs are global means
     export_hf.quiet(trainer)
     try:
         trainer.train()
     except KeyboardInterrupt:
-        log.was_interrupted = True
-        log.eval_metrics = evaluate_both(trainer.model)
-    trainer.save_model(os.path.join(cfg.out_dir, "hf"))
-    shutil.rmtree(args.output_dir, ignore_errors=True)  # TRL's own checkpoints: none are kept
+        if main:
+            log.was_interrupted = True
+            log.eval_metrics = evaluate_both(trainer.model)
+    trainer.save_model(os.path.join(cfg.out_dir, "hf"))  # every process calls it; main writes
+    if not main:
+        return {}
+    shutil.rmtree(work, ignore_errors=True)  # the pairs on disk and TRL's checkpoints: not kept
     return log.finish(export_hf.from_hf_model(trainer.model), samples, f"trl-dpo-{cfg.loss_type}",
                       dpo.CURVES, f"DPO in TRL ({cfg.loss_type}, NLL weight {cfg.nll_weight}), "
                                   f"{cfg.digits} digits",
@@ -191,6 +224,7 @@ def train(cfg: Config) -> dict:
                        "final_preference_accuracy": log.eval_metrics["preference_accuracy"],
                        "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs),
                        "train_preference_set": train_stats, "heldout_preference_set": test_stats,
+                       "world_size": n,
                        "trl_config": {k: v for k, v in args.to_dict().items()
                                       if k in {f for f, _ in TO_TRL.values()} | set(FIXED)
                                       | {"loss_type", "loss_weights"}}})

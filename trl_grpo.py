@@ -15,6 +15,9 @@ the trained Hugging Face folder in out/trl_grpo/hf.
 
 Run: python trl_grpo.py            (grpo.py's defaults; compare with out/grpo/summary.json)
      python trl_grpo.py --steps 5  (a few steps: does it run here?)
+     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 trl_grpo.py --device cpu
+                                   (data parallel: 2 processes, each with half of every batch;
+                                    --nproc_per_node N --device cuda on N GPUs; docs/trl.md)
 Needs the extras: python3 -m pip install -r requirements-hf.txt
 """
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Literal
 
 import torch
 
-import checks
 import export_hf
 import grpo
 import runs
@@ -76,8 +78,12 @@ class Config:
     out_dir: str = "out/trl_grpo"  # metrics.csv, curves.png, model.pt, summary.json, hf/
     overwrite: bool = False  # replace a finished run's outputs in out_dir (else refuse)
 
-    def __post_init__(self):
-        checks.check_trl_grpo(self)  # every bad value exits 2 with one line
+    def __post_init__(self):  # every bad value exits 2 with one line, as in grpo.py
+        shared = {k: getattr(self, k) for k in vars(self) if k in grpo.Config.__dataclass_fields__}
+        grpo.Config(**{**shared, "out_dir": self.out_dir})  # grpo.py's checks and messages
+        runs.require(self.rollout_batch_size % self.train_batch_size == 0,
+                     f"--rollout_batch_size {self.rollout_batch_size} must be a multiple of "
+                     f"--train_batch_size {self.train_batch_size} (TRL's steps_per_generation)")
 
 
 # Our Config -> GRPOConfig, field by field: (TRL's field, how our value becomes TRL's).
@@ -119,12 +125,14 @@ METRICS = {"reward": "reward", "frac_reward_zero_std": "zero_spread_fraction",
            "learning_rate": "lr"}
 
 
-def grpo_config(cfg: Config, max_new_tokens: int, out_dir: str):
-    """The GRPOConfig of our Config: TO_TRL, FIXED, and the sizes TRL counts differently."""
+def grpo_config(cfg: Config, max_new_tokens: int, out_dir: str, processes: int = 1):
+    """The GRPOConfig of our Config: TO_TRL, FIXED, and the sizes TRL counts differently. Its
+    generation_batch_size is global, its per_device_train_batch_size per process: each of the
+    `processes` takes an equal share of every micro-batch, so that the global sizes stay ours."""
     from trl import GRPOConfig
     fields = {theirs: (convert or (lambda v: v))(getattr(cfg, ours))
               for ours, (theirs, convert) in TO_TRL.items()}
-    micro_batch = cfg.train_batch_size // cfg.gradient_accumulation_steps
+    micro_batch = cfg.train_batch_size // (cfg.gradient_accumulation_steps * processes)
     optimizer_steps = (cfg.steps * cfg.epochs_per_rollout_batch * cfg.rollout_batch_size
                        // cfg.train_batch_size)
     return GRPOConfig(**fields, **FIXED, output_dir=out_dir, max_completion_length=max_new_tokens,
@@ -134,20 +142,38 @@ def grpo_config(cfg: Config, max_new_tokens: int, out_dir: str):
 
 
 def train(cfg: Config) -> dict:
-    """Export the SFT model, train it with GRPOTrainer, evaluate as grpo.py does, save."""
+    """Export the SFT model, train it with GRPOTrainer, evaluate as grpo.py does, save. Under
+    torchrun every process runs this; the main one alone prints, evaluates and writes out_dir."""
     export_hf.require_hf("trl", "datasets", "accelerate")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    export_hf.quiet()  # in every process: no progress bars, no deprecation warnings
+    from accelerate import PartialState
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    device, rng, task, tokenizer = runs.setup(cfg, sft.train_if_missing)  # out/sft if missing
+    # The processes of this run: 1 under python, N under torchrun (gloo on CPUs, NCCL on GPUs).
+    world = PartialState(cpu=runs.pick_device(cfg.device).type == "cpu")
+    n, main = world.num_processes, world.is_main_process
+    runs.require(cfg.train_batch_size % (cfg.gradient_accumulation_steps * n) == 0,
+                 f"--train_batch_size {cfg.train_batch_size} does not split into "
+                 f"--gradient_accumulation_steps {cfg.gradient_accumulation_steps} equal "
+                 f"micro-batches on each of {n} processes")
+
+    def make_start(c):  # the main process makes out/sft if missing, the others wait for it
+        with world.main_process_first():
+            sft.train_if_missing(c)
+
+    device, rng, task, tokenizer = runs.setup(cfg, make_start)
     policy = runs.load_policy(cfg, device)
     max_new = runs.check_response_budget(cfg.max_new_tokens, task, policy)
     start = os.path.join(cfg.out_dir, "start")
-    export_hf.export(cfg.sft_checkpoint, start)
+    if main:
+        export_hf.export(cfg.sft_checkpoint, start)
+    world.wait_for_everyone()  # every process loads the start model once it is written
 
     # The prompts grpo.py draws, step after step, in its order; each row is repeated G times.
+    # Every process holds them all; TRL's sampler gives each its share of every rollout batch.
     n_prompts = cfg.rollout_batch_size // cfg.group_size
     problems = [p for _ in range(cfg.steps) for p in task.sample(n_prompts, rng)]
     dataset = Dataset.from_list([{"prompt": p.prompt, "answer": p.answer} for p in problems])
@@ -156,11 +182,14 @@ def train(cfg: Config) -> dict:
         return [reward_fn(tokenizer.decode(ids), truth)["reward"]
                 for ids, truth in zip(completion_ids, answer)]  # ids end at end-of-text
 
-    log = runs.RunLog(cfg, f"GRPO in TRL's GRPOTrainer | {device} | {n_prompts} prompts x "
-                           f"{cfg.group_size}")
-    samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
+    if main:
+        log = runs.RunLog(cfg, f"GRPO in TRL's GRPOTrainer | {device} | {n_prompts} prompts x "
+                               f"{cfg.group_size} | " + (f"{n} processes, data parallel "
+                                                         f"({world.backend})" if n > 1
+                                                         else "1 process"))
+        samples = log.start(*evaluate(policy, tokenizer, task.test, task.max_new_tokens))
     del policy
-    args = grpo_config(cfg, max_new, os.path.join(cfg.out_dir, "trainer"))
+    args = grpo_config(cfg, max_new, os.path.join(cfg.out_dir, "trainer"), n)
 
     class OurLog(TrainerCallback):
         """Evaluate as grpo.py does (import back, greedy on the held-out set); log our names."""
@@ -182,18 +211,23 @@ def train(cfg: Config) -> dict:
             self.eval_metrics = None
 
     trainer = GRPOTrainer(model=start, reward_funcs=reward, args=args, train_dataset=dataset,
-                          processing_class=export_hf.hf_tokenizer(), callbacks=[OurLog()])
+                          processing_class=export_hf.hf_tokenizer(),
+                          callbacks=[OurLog()] if main else [])  # TRL's logs are global means
     export_hf.quiet(trainer)  # our console line, not TRL's progress bar and log dicts
     try:
         trainer.train()
     except KeyboardInterrupt:
-        samples = log.interrupted(export_hf.from_hf_model(trainer.model).to(device), tokenizer,
-                                  task)
-    trainer.save_model(os.path.join(cfg.out_dir, "hf"))
+        if main:
+            samples = log.interrupted(export_hf.from_hf_model(trainer.model).to(device),
+                                      tokenizer, task)
+    trainer.save_model(os.path.join(cfg.out_dir, "hf"))  # every process calls it; main writes
+    if not main:
+        return {}
     shutil.rmtree(args.output_dir, ignore_errors=True)  # TRL's own checkpoints: none are kept
     return log.finish(export_hf.from_hf_model(trainer.model), samples, "trl-grpo", CURVES,
                       f"GRPO in TRL ({args.loss_type}), {cfg.digits}-digit addition",
-                      {"trl_config": {k: v for k, v in args.to_dict().items()
+                      {"world_size": n,
+                       "trl_config": {k: v for k, v in args.to_dict().items()
                                       if k in {f for f, _ in TO_TRL.values()} | set(FIXED)
                                       | {"max_completion_length", "max_steps",
                                          "per_device_train_batch_size"}}})

@@ -58,6 +58,17 @@ def test_grpo_config_is_ours_translated(tmp_path):
         ("dapo", "none", 0.28)
 
 
+def test_the_batches_split_over_processes(tmp_path):
+    """Under N processes TRL's per-device batch is per process: N shares make our batch."""
+    cfg = trl_grpo.Config(device="cpu")
+    args = trl_grpo.grpo_config(cfg, 40, str(tmp_path), processes=2)
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 2 == \
+        cfg.train_batch_size
+    assert args.generation_batch_size == cfg.rollout_batch_size  # TRL's is global already
+    dpo_args = trl_dpo.dpo_config(trl_dpo.Config(device="cpu"), str(tmp_path), processes=2)
+    assert dpo_args.per_device_train_batch_size * 2 == dpo.Config.batch_size
+
+
 def test_dpo_config_is_ours_translated(tmp_path):
     args = trl_dpo.dpo_config(trl_dpo.Config(device="cpu"), str(tmp_path))
     c = dpo.Config()
