@@ -35,27 +35,35 @@ def test_shared_fields_have_our_defaults(ours, script):
 
 
 def test_grpo_config_is_ours_translated(tmp_path):
-    args = trl_grpo.grpo_config(trl_grpo.Config(device="cpu"), 40, str(tmp_path))
-    c = grpo.Config
+    """Each of our fields lands in TRL's field of the same meaning (the values passed here, not
+    the defaults, so that a changed default changes nothing here)."""
+    ours = dict(use_std_normalization=True, length_normalization="sequence_mean", beta=0.0,
+                group_size=4, rollout_batch_size=256, train_batch_size=256,
+                gradient_accumulation_steps=8, epochs_per_rollout_batch=1, steps=480,
+                temperature=0.3, cliprange=0.2, cliprange_high=None, lr=6e-5, warmup_steps=10,
+                beta1=0.9, beta2=0.98, weight_decay=0.0, max_grad_norm=1.0)
+    args = trl_grpo.grpo_config(trl_grpo.Config(device="cpu", **ours), 40, str(tmp_path))
     assert (args.loss_type, args.scale_rewards, args.beta, args.use_bias_correction_kl) == \
-        ("grpo", "group", c.beta, False)
-    assert (args.num_generations, args.generation_batch_size, args.num_iterations) == \
-        (c.group_size, c.rollout_batch_size, c.epochs_per_rollout_batch)
+        ("grpo", "group", 0.0, False)
+    assert (args.num_generations, args.generation_batch_size, args.num_iterations) == (4, 256, 1)
     # one optimizer step per rollout batch, in gradient_accumulation_steps micro-batches
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == c.train_batch_size
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 256
     assert args.steps_per_generation == args.gradient_accumulation_steps == 8
-    assert args.max_steps == c.steps
+    assert args.max_steps == 480
     assert (args.temperature, args.top_p, args.top_k, args.max_completion_length) == (0.3, 1.0, 0, 40)
-    assert (args.epsilon, args.epsilon_high or args.epsilon) == (c.cliprange, c.cliprange)
+    assert (args.epsilon, args.epsilon_high or args.epsilon) == (0.2, 0.2)
     assert (args.learning_rate, args.warmup_steps, args.adam_beta1, args.adam_beta2,
-            args.weight_decay, args.max_grad_norm) == (c.lr, c.warmup_steps, c.beta1, c.beta2,
-                                                       c.weight_decay, c.max_grad_norm)
+            args.weight_decay, args.max_grad_norm) == (6e-5, 10, 0.9, 0.98, 0.0, 1.0)
     assert not args.bf16 and not args.shuffle_dataset
     variants = trl_grpo.grpo_config(trl_grpo.Config(
-        device="cpu", length_normalization="token_mean", use_std_normalization=False,
-        cliprange_high=0.28), 40, str(tmp_path))
+        **{**ours, "length_normalization": "token_mean", "use_std_normalization": False,
+           "cliprange_high": 0.28}, device="cpu"), 40, str(tmp_path))
     assert (variants.loss_type, variants.scale_rewards, variants.epsilon_high) == \
         ("dapo", "none", 0.28)
+    dr_grpo = trl_grpo.grpo_config(trl_grpo.Config(
+        **{**ours, "length_normalization": "constant", "use_std_normalization": False},
+        device="cpu"), 40, str(tmp_path))
+    assert (dr_grpo.loss_type, dr_grpo.scale_rewards) == ("dr_grpo", "none")
 
 
 def test_the_batches_split_over_processes(tmp_path):
