@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from runs import UserError, atomic_write, finish_figure, require
+from runs import UserError, new_figure, require, save_figure
 
 DEFAULT_METRICS = ["eval_accuracy", "reward", "response_len", "entropy", "kl_per_token", "loss"]
 MAX_DEFAULT = 6  # panels drawn when --metrics is not given: those of DEFAULT_METRICS every run has
@@ -105,15 +105,10 @@ def fmt(value, decimals: int = 3) -> str:
 
 
 def plot(runs: list[dict], metrics: list[str], smooth: int, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cols = min(3, len(metrics))
-    n_rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.2 * n_rows + 0.6),
-                             squeeze=False, layout="constrained")
+    fig, axes = new_figure(len(metrics), "")  # the legend above names the runs
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.flat, metrics):
+    for ax, metric in zip(axes, metrics):
         smoothed = False
         for i, run in enumerate(runs):
             steps, values = column(run["rows"], metric)
@@ -123,18 +118,11 @@ def plot(runs: list[dict], metrics: list[str], smooth: int, path: str) -> None:
             ax.plot(steps, values, color=colors[i % len(colors)],
                     label=f"_{run['name']}",  # no legend per panel: one for the figure, below
                     marker="." if not every_step or len(steps) < 30 else None)
-        title = f"{metric} ({smooth}-step mean)" if smoothed else metric
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
-        ax.tick_params(labelsize=9)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.legend(axes.flat[0].get_lines(), [run["name"] for run in runs], loc="outside upper center",
-               ncol=min(4, len(runs)), fontsize=10, frameon=False)
-    finish_figure(fig)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+        ax.set_title(f"{metric} ({smooth}-step mean)" if smoothed else metric)
+        ax.set_xlabel("step")
+    fig.legend(axes[0].get_lines(), [run["name"] for run in runs], loc="outside upper center",
+               ncol=min(3, len(runs)), frameon=False)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -333,27 +333,51 @@ class MetricLog:
 
     def plot(self, path: str, panels: list[tuple[str, list[str]]], title: str = "") -> None:
         """One subplot per (title, keys); steps on x; missing values (eval every N steps) skipped."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        cols = min(3, len(panels))
-        n_rows = (len(panels) + cols - 1) // cols
-        fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.3 * n_rows), squeeze=False,
-                                 layout="constrained")
-        for ax, (name, keys) in zip(axes.flat, panels):
-            for key in keys:
+        fig, axes = new_figure(len(panels), title)
+        for ax, (name, keys) in zip(axes, panels):
+            for key, style in zip(keys, ("-", "--", ":", "-.")):  # a series on another shows
                 pts = [(r["step"], r[key]) for r in self.rows if r.get(key) is not None]
                 if pts:
-                    ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key)
-            ax.set_title(textwrap.fill(name, 48), fontsize=9)
+                    ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=key,
+                            linestyle=style)
+            ax.set_title(textwrap.fill(name, 30))
             ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        fig.suptitle(title, fontsize=11)
-        finish_figure(fig)
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
-        plt.close(fig)
+        save_figure(fig, path)
+
+
+# Figures are FIGURE_WIDTH inches wide at FIGURE_DPI: 800 px, the width a page shows them at, so
+# that their 9-point text stays 9 points on the page.
+FIGURE_WIDTH, FIGURE_DPI = 8.0, 100
+FIGURE_FONTS = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "xtick.labelsize": 9,
+                "ytick.labelsize": 9, "legend.fontsize": 9, "figure.titlesize": 10.5}
+
+
+def new_figure(n_panels: int, title: str, panel_height: float = 2.4):
+    """A figure of n_panels, at most 3 a row (2 a row for 2 or 4), FIGURE_WIDTH wide; returns
+    (fig, the n_panels axes)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update(FIGURE_FONTS)
+    cols = 2 if n_panels in (2, 4) else min(3, n_panels)
+    rows = -(-n_panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(FIGURE_WIDTH, panel_height * rows + 0.9),
+                             squeeze=False, layout="constrained")
+    if title:
+        fig.suptitle(textwrap.fill(title, 80))
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n_panels]
+
+
+def save_figure(fig, path: str) -> None:
+    """finish_figure, then write the PNG atomically."""
+    import matplotlib.pyplot as plt
+    finish_figure(fig)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=FIGURE_DPI))
+    plt.close(fig)
 
 
 def finish_figure(fig) -> None:
@@ -362,9 +386,9 @@ def finish_figure(fig) -> None:
     for ax in fig.axes:
         if ax.get_legend() is not None or len(ax.get_legend_handles_labels()[0]) > 1:
             handles, labels = ax.get_legend_handles_labels()
-            ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                      ncol=2, frameon=False)
-    fig.supxlabel(provenance(), fontsize=6, color="gray")
+            ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                      ncol=1, frameon=False)
+    fig.supxlabel(textwrap.fill(provenance(), 100), fontsize=9, color="dimgray")
 
 
 def format_value(v) -> str:

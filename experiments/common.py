@@ -6,7 +6,8 @@ import csv
 import json
 import os
 
-from runs import atomic_write, finish_figure, load_checkpoint
+import runs
+from runs import load_checkpoint
 from evaluation import evaluate_pass_at_k
 from toy_model import AdditionTask, Tokenizer, reward_fn
 
@@ -160,30 +161,17 @@ def plot_pass_at_k(ax, curves: dict[str, dict]) -> None:
 # ----------------------------------------------------------------------------- the figure
 
 def new_figure(n_panels: int, title: str):
-    """A figure of n_panels, at most 3 a row (readable at the README's width)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cols = 2 if n_panels == 4 else min(3, n_panels)
-    rows = -(-n_panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False,
-                             layout="constrained")
-    fig.suptitle(title, fontsize=10)
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
+    """runs.new_figure: at most 3 panels a row, 800 px wide, 9-point text; x is the step."""
+    fig, axes = runs.new_figure(n_panels, title)
+    for ax in axes:
         ax.set_xlabel("step")
-    for ax in list(axes.flat)[n_panels:]:
-        ax.axis("off")
-    return fig, list(axes.flat)[:n_panels]
+    return fig, axes
 
 
 def save_figure(fig, args, name: str) -> str:
     """Write exp_NAME.png beside the experiment's results.json (out_dir/NAME/), or into
     --docs_dir (docs/regenerate.sh)."""
-    import matplotlib.pyplot as plt
     path = os.path.join(args.docs_dir or os.path.join(args.out_dir, name), f"exp_{name}.png")
-    finish_figure(fig)  # legends under their panels; the command, code and machine at the foot
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
-    plt.close(fig)
+    runs.save_figure(fig, path)  # legends under their panels; command, code, machine at the foot
     print(f"wrote {path}")
     return path
