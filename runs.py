@@ -372,23 +372,23 @@ def new_figure(n_panels: int, title: str, panel_height: float = 2.4):
     return fig, list(axes.flat)[:n_panels]
 
 
-def save_figure(fig, path: str) -> None:
+def save_figure(fig, path: str, footer: str | None = None) -> None:
     """finish_figure, then write the PNG atomically."""
     import matplotlib.pyplot as plt
-    finish_figure(fig)
+    finish_figure(fig, footer)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=FIGURE_DPI))
     plt.close(fig)
 
 
-def finish_figure(fig) -> None:
+def finish_figure(fig, footer: str | None = None) -> None:
     """What every figure gets: each legend moved under its panel (off the data) and, at the foot,
-    the command, code and machine that drew it."""
+    the command, code and machine that drew it (provenance(), unless a footer is given)."""
     for ax in fig.axes:
         if ax.get_legend() is not None or len(ax.get_legend_handles_labels()[0]) > 1:
             handles, labels = ax.get_legend_handles_labels()
             ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22),
                       ncol=1, frameon=False)
-    fig.supxlabel(textwrap.fill(provenance(), 100), fontsize=9, color="dimgray")
+    fig.supxlabel(textwrap.fill(footer or provenance(), 100), fontsize=9, color="dimgray")
 
 
 def format_value(v) -> str:

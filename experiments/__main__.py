@@ -7,7 +7,7 @@ import os
 import time
 
 import experiments
-from experiments import EXPERIMENTS
+from experiments import EXPERIMENTS, common
 from runs import UserError, write_json
 
 PROG = "python -m experiments"
@@ -44,12 +44,14 @@ def main(argv=None) -> dict | None:
     run, description = EXPERIMENTS[args.name]
     print(f"{args.name}: {description}")
     start = time.time()
+    common.SCRIPT_RUNS.clear()
     try:
         results = run(args)
     except UserError as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
     results = {"experiment": args.name, "quick": args.quick,
-               "seconds": round(time.time() - start, 1), **results}
+               "seconds": round(time.time() - start, 1), **results,
+               "script_runs": list(common.SCRIPT_RUNS)}
     write_json(os.path.join(args.out_dir, args.name, "results.json"), results)
     print(f"{args.name}: {results['seconds']:.0f} s")
     return results

@@ -3,6 +3,7 @@ its own), reading its metrics, pass@k, and the figure every experiment draws."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -27,6 +28,11 @@ QUICK = {
 }
 
 
+# Every run of the experiment being run: its script, flags and whole config (results.json keeps
+# them, so that a check can see that today's defaults still give the config it ran with).
+SCRIPT_RUNS: list[dict] = []
+
+
 def train_script(module, args, name: str, *, reward=None, task: dict | None = None,
                  **flags) -> list[dict]:
     """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
@@ -41,6 +47,10 @@ def train_script(module, args, name: str, *, reward=None, task: dict | None = No
     overrides["out_dir"] = os.path.join(args.out_dir, name)
     overrides["overwrite"] = True  # an experiment reruns into its own folder
     cfg = module.Config(**overrides)
+    SCRIPT_RUNS.append({"script": script, "name": name, "reward": getattr(reward, "__name__", None),
+                        "task": task, "flags": {k: v for k, v in overrides.items()
+                                                if k not in ("out_dir", "overwrite")},
+                        "config": dataclasses.asdict(cfg)})
     own = {}  # what only grpo.train takes
     if reward is not None:
         own["reward"] = reward
