@@ -74,7 +74,7 @@ class Config:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this (CS336)
     # --- run ---
     seed: int = 0  # seeds sampling and the training problems
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = "auto"  # auto: cuda if there is one, else cpu (mps only when named)
     eval_every: int = 1  # held-out greedy evaluation every N EI steps
     log_every: int = 1  # print a console line every N EI steps (and on every evaluation)
     samples_every: int = 2  # print a few filtered responses every N EI steps

@@ -108,7 +108,7 @@ class Config:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this
     # --- run ---
     seed: int = 0  # seeds sampling and the training problems
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = "auto"  # auto: cuda if there is one, else cpu (mps only when named)
     eval_every: int = 40  # held-out greedy evaluation (and KL when beta is 0) every N steps
     log_every: int = 10  # print a console line every N steps (and on every evaluation)
     samples_every: int = 50  # print one group of sampled responses with rewards every N steps

@@ -108,7 +108,7 @@ class Config:
     max_grad_norm: float = 1.0  # clip the policy's and the critic's gradient norms to this
     # --- run ---
     seed: int = 0  # seeds sampling, shuffling and the training problems
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = "auto"  # auto: cuda if there is one, else cpu (mps only when named)
     eval_every: int = 10  # held-out greedy evaluation every N steps
     log_every: int = 5  # print a console line every N steps (and on every evaluation)
     samples_every: int = 25  # print a few rollout completions with their rewards every N steps

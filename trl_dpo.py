@@ -66,7 +66,7 @@ class Config:
     max_grad_norm: float = D.max_grad_norm  # clip the global gradient norm to this
     # --- run ---
     seed: int = D.seed  # seeds sampling and pairing (as dpo.py) and TRL's batch order
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = "auto"  # auto: cuda if there is one, else cpu (mps only when named)
     eval_every: int = D.eval_every  # held-out preference and task accuracy every N steps
     log_every: int = D.log_every  # print a console line every N steps (and on every evaluation)
     out_dir: str = "out/trl_dpo"  # metrics.csv, curves.png, model.pt, summary.json, hf/

@@ -71,7 +71,7 @@ class Config:
     max_grad_norm: float = D.max_grad_norm  # clip the global gradient norm to this
     # --- run ---
     seed: int = D.seed  # seeds the training problems and TRL's sampling
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = "auto"  # auto: cuda if there is one, else cpu (mps only when named)
     use_vllm: bool = False  # sample with vLLM in the training process (a CUDA GPU, pip vllm)
     eval_every: int = D.eval_every  # held-out greedy evaluation every N steps
     log_every: int = D.log_every  # print a console line every N steps (and on every evaluation)
