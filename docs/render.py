@@ -26,6 +26,22 @@ def load(kind, name, missing=None):
     return None
 
 
+SEEDS = ("", "_seed1", "_seed2")  # the default runs' three seeds (docs/regenerate.sh defaults)
+
+
+def seed_results(name):
+    """The summaries of NAME's seeds that exist (seed 0 first)."""
+    return [d["summary"] for d in (load("defaults", name + seed) for seed in SEEDS) if d]
+
+
+def spread(values, digits=3):
+    """"0.924 (0.91-0.93 over 3 seeds)", or the one value."""
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return (f"{values[0]:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f} over "
+            f"{len(values)} seeds)")
+
+
 def render_defaults(missing):
     rows, machines = [], set()
     for name in DEFAULTS:
@@ -37,10 +53,13 @@ def render_defaults(missing):
         machines.add(d["machine"])
         start = s.get("start_accuracy")
         start = "0" if name == "sft" else (f"{start:.3f}" if start is not None else "-")
+        finals = [r["final_accuracy"] for r in seed_results(name)]
         rows.append(f"| `{d['command']}` | {s['wall_seconds']:.0f} s | {start} |"
-                    f" {s['final_accuracy']:.3f} |")
+                    f" {spread(finals)} |")
     machine = "; ".join(sorted(machines)) or "missing"
-    head = [f"Measured on one machine: {machine}, `--device cpu`, 2 threads.", "",
+    head = [f"Measured on one machine: {machine}, `--device cpu`, 2 threads. Seed 0 is the"
+            " default; the range is over `--seed 0`, `1` and `2` (the RL runs all from the seed-0"
+            " SFT model).", "",
             "| command | wall time | start accuracy | final held-out accuracy |",
             "|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
@@ -99,7 +118,7 @@ def render_experiment(name, missing):
     r = d["results"]
     lines = [f"Verdict: **{verdict_word(r)}**. `{d['command']}` on {d['machine']}:", ""]
     for key, value in r.items():
-        if key not in ("experiment", "quick"):
+        if key not in ("experiment", "quick", "script_runs"):
             lines += result_lines(key, value)
     return "\n".join(lines) + "\n"
 
@@ -199,8 +218,71 @@ def render_console(name, missing):
                       f"{s['final_format_rate']:.3f}; wrote out/{name}/", "```"]) + "\n"
 
 
+def read_metrics(name):
+    """docs/results/defaults/NAME.metrics.csv as rows of numbers (None where blank), or None."""
+    import csv
+    path = RESULTS / "defaults" / f"{name}.metrics.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def render_metrics(name, missing):
+    """What each column of a default run's metrics.csv showed: its first logged value, its median
+    and its last, in seed 0's run; the last value's range over the seeds."""
+    rows = read_metrics(name)
+    if rows is None:
+        missing.append(f"defaults/{name}.metrics.csv")
+        return "missing\n"
+    seeds = [r for r in (read_metrics(name + seed) for seed in SEEDS[1:]) if r]
+    d = load("defaults", name, missing)
+    lines = [f"In `{d['command'] if d else name}` (seed 0; the last value's range over"
+             f" {1 + len(seeds)} seeds):", "",
+             "| column | first | median | last | last, over the seeds |", "|---|---|---|---|---|"]
+    for key in rows[0]:
+        if key in ("step", "seconds", "tokens_per_second"):
+            continue
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if not values:
+            continue
+        lasts = [values[-1]] + [[r[key] for r in s if r.get(key) is not None][-1] for s in seeds
+                                if any(r.get(key) is not None for r in s)]
+        ordered = sorted(values)
+        median = ordered[len(ordered) // 2]
+        lines.append(f"| `{key}` | {fmt(values[0])} | {fmt(median)} | {fmt(values[-1])} |"
+                     f" {fmt(min(lasts))} to {fmt(max(lasts))} |")
+    return "\n".join(lines) + "\n"
+
+
+SAMPLED_PER_STEP = {  # responses sampled per step, from a run's config
+    "sft": lambda c: f"none ({c['batch_size']} demonstrations)",
+    "grpo": lambda c: f"{c['rollout_batch_size']:,}",
+    "expert_iteration": lambda c: f"{c['questions_per_step'] * c['group_size']:,}",
+    "dpo": lambda c: f"{c['n_prompts'] * c['samples_per_prompt']:,} once, up front",
+    "ppo": lambda c: f"{c['prompts_per_step'] * c['samples_per_prompt']:,}"}
+
+
+def render_algorithm_costs(missing):
+    """Per default run: steps, seconds per step, responses sampled per step, wall time."""
+    lines = ["| command | steps | seconds per step | responses sampled per step | wall time |",
+             "|---|---|---|---|---|"]
+    machines = set()
+    for name in ("sft", "expert_iteration", "dpo", "grpo", "ppo"):
+        d = load("defaults", name, missing)
+        if d is None:
+            continue
+        s = d["summary"]
+        machines.add(d["machine"])
+        sampled = SAMPLED_PER_STEP[name](s["config"])
+        lines.append(f"| `{d['command']}` | {s['steps']} | {s['seconds_per_step']:.2f} |"
+                     f" {sampled} | {s['wall_seconds']:.0f} s |")
+    return "\n".join([f"On {'; '.join(sorted(machines))}, 2 threads:", ""] + lines) + "\n"
+
+
 RENDERERS = {"defaults": render_defaults, "experiments": render_experiments,
-             "bench": render_bench, "gpu": render_gpu}
+             "bench": render_bench, "gpu": render_gpu, "algorithm-costs": render_algorithm_costs}
 
 
 def renderer(name):
@@ -213,6 +295,8 @@ def renderer(name):
         return lambda missing: render_experiment(arg, missing)
     if kind == "console" and arg:
         return lambda missing: render_console(arg, missing)
+    if kind == "metrics" and arg:
+        return lambda missing: render_metrics(arg, missing)
     return RENDERERS[name]
 
 
