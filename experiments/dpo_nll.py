@@ -3,8 +3,10 @@
 Claim (the lecture; Pal et al. 2024, Pang et al. 2024): DPO only asks the chosen-minus-rejected
 log-ratio to grow, and often gets there by pushing both log-probs down, the chosen one too,
 which hurts generation; adding the NLL of the chosen response (RPO) keeps it up. Two default
-dpo.py runs, NLL weight 1 and 0. The verdicts compare the chosen response's summed log-prob over
-the first and the last 10 steps of each run, and the final held-out accuracies.
+dpo.py runs, NLL weight 1 and 0. The verdict, thresholds fixed before the run: without the NLL
+term the chosen response's summed log-prob (mean of the last 10 steps against the first 10) falls
+by at least LOGP_FALL_MIN nats, with it by less than LOGP_KEPT_MAX; and the final held-out
+accuracy with the term is at least ACCURACY_GAP_MIN above the one without.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from experiments.common import (column, last, new_figure, save_figure, smooth, s
 
 DESCRIPTION = "DPO with and without the NLL term: chosen and rejected log-probs, held-out accuracy"
 NLL_WEIGHTS = (1.0, 0.0)
+LOGP_FALL_MIN, LOGP_KEPT_MAX = 1.0, 0.25  # nats: the chosen log-prob's fall without, with NLL
+ACCURACY_GAP_MIN = 0.10
 DPO = dict(lr=3e-5, steps=400, eval_every=40)  # beside dpo.py's defaults: slower, longer
 
 
@@ -47,8 +51,8 @@ def run(args) -> dict:
     save_figure(fig, args, "dpo_nll")
 
     pure, rpo = results["nll_0"], results["nll_1"]  # DPO alone, and with the NLL term (RPO)
-    return {**results,
-            "chosen_falls_without_nll":
-                pure["logps_chosen_last_10"] < pure["logps_chosen_first_10"],
-            "chosen_kept_with_nll": rpo["logps_chosen_last_10"] >= rpo["logps_chosen_first_10"],
-            "nll_helps_accuracy": rpo["final_accuracy"] > pure["final_accuracy"]}
+    falls = pure["logps_chosen_first_10"] - pure["logps_chosen_last_10"] >= LOGP_FALL_MIN
+    kept = rpo["logps_chosen_first_10"] - rpo["logps_chosen_last_10"] < LOGP_KEPT_MAX
+    helps = rpo["final_accuracy"] - pure["final_accuracy"] >= ACCURACY_GAP_MIN
+    return {**results, "chosen_falls_without_nll": falls, "chosen_kept_with_nll": kept,
+            "nll_helps_accuracy": helps, "claim_holds": falls and kept and helps}

@@ -6,7 +6,8 @@ with the carry scratchpad, chosen by its first sampled token after <think>; the 
 correctness alone, nothing rewards length itself. If the scratchpad is right more often, GRPO
 should shift the choice towards it, and the mean response length should grow. The claim holds
 if the mean rollout length grows by at least LENGTH_GROWTH_MIN (relative, from the first rollout
-batch to the mean of the last 10) and held-out accuracy rises.
+batch, the SFT policy's own samples before any update, to the mean of the last 10) and held-out
+accuracy rises by at least ACCURACY_RISE_MIN. Both fixed before the run.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from toy_model import AdditionTask, Tokenizer
 DESCRIPTION = ("GRPO on correctness alone, from SFT on mixed direct and scratchpad answers: does "
                "length grow?")
 LENGTH_GROWTH_MIN = 0.30  # threshold of the claim, fixed before any full run
+ACCURACY_RISE_MIN = 0.05  # about two standard errors of a 500-problem accuracy
 # GRPO beside grpo.py's defaults: 100 steps of 16 prompts x 8 at 0.7, every row trained.
 GRPO = dict(steps=100, rollout_batch_size=128, train_batch_size=128, gradient_accumulation_steps=4,
             temperature=0.7, group_size=8, skip_zero_advantage=False, eval_every=20,
@@ -61,7 +63,7 @@ def run(args) -> dict:
                "heldout_after_grpo": after, "start_accuracy": summary["start_accuracy"],
                "final_accuracy": summary["final_accuracy"]}
     return {**results, "claim_holds": results["len_growth"] >= LENGTH_GROWTH_MIN
-            and results["final_accuracy"] > results["start_accuracy"]}
+            and results["final_accuracy"] - results["start_accuracy"] >= ACCURACY_RISE_MIN}
 
 
 def answer_modes(checkpoint: str, n_test: int) -> dict:
