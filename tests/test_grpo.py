@@ -240,7 +240,8 @@ def test_shuffled_rows_keep_their_group_advantage(small_sft, tmp_path, monkeypat
 
     monkeypatch.setattr(grpo, "get_response_log_probs", spy_log_probs)
     monkeypatch.setattr(grpo, "grpo_microbatch_train_step", spy_step)
-    cfg = small_config(small_sft[0], tmp_path, steps=1, gradient_accumulation_steps=4)
+    cfg = small_config(small_sft[0], tmp_path, steps=1, gradient_accumulation_steps=4,
+                       skip_zero_advantage=False)  # every row, the zero-advantage ones too
     grpo.train(cfg)
     seqs, adv = torch.cat(seen_seqs), torch.cat(seen_adv)
     assert len(seen_seqs) == 4 and len(seqs) == 32

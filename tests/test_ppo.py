@@ -201,8 +201,11 @@ def test_the_loss_sees_gae_advantages_and_returns_of_the_given_lambda(small_sft,
     monkeypatch.setattr(ppo, "ppo_minibatch_train_step", lambda *a: seen.setdefault(
         "step", []).append(a) or real_step(*a))
     monkeypatch.setattr(torch, "randperm", lambda n, **kw: torch.arange(n))  # rollout order
+    # A 22-token budget cuts most responses before end-of-text: they score missing_eos_penalty, so
+    # step 1's returns are not all 0 (as they are when no sampled answer is right) and V moves.
     ppo.train(ppo.Config(**{**TINY, "steps": 2, "n_minibatches": 1, "ppo_epochs": 1}, lam=lam,
                          gamma=0.9, beta=0.05, whiten_advantages=whiten, critic_lr=1e-2,
+                         max_new_tokens=22, missing_eos_penalty=-1.0,
                          sft_checkpoint=path, out_dir=str(tmp_path)))
     _, _, _, mask, _, values, advantages, returns, *_ = seen["step"][1]  # step 2's minibatch
     assert values.abs().max() > 1e-3  # the critic has moved: V is not 0
