@@ -240,18 +240,20 @@ def test_reward_model_run(small_sft, tmp_path):
 
 
 def test_saved_reward_model_is_the_score(small_sft, tmp_path):
-    """--rm_checkpoint scores with the saved reward model and trains none: the same seed with the
-    same model gives the same rollouts and scores; a copy that pays 5 more per token scores the
-    same first rollout (drawn before any update) higher; a bad path is one line."""
+    """--rm_checkpoint scores with the saved reward model, normalised as saved, and trains none:
+    the same seed with the same model gives the same rollouts and scores; a copy whose saved mean
+    is one standard deviation lower scores the same first rollout (drawn before any update)
+    exactly 1 higher on every response that ends (the others get missing_eos_penalty); a bad
+    path is one line."""
     path, _ = small_sft
     ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, out_dir=str(tmp_path / "a")))
     saved = str(tmp_path / "a" / "reward_model.pt")
-    pricier = reward_model.load_reward_model(saved)
-    with torch.no_grad():
-        pricier.price += 5.0
-    reward_model.save_reward_model(str(tmp_path / "pricier.pt"), pricier)
+    shifted = reward_model.load_reward_model(saved)
+    mean, std = shifted.norm
+    shifted.norm = (mean - std, std)
+    reward_model.save_reward_model(str(tmp_path / "shifted.pt"), shifted)
     first = {}
-    for name, rm_path in (("b", saved), ("c", saved), ("d", str(tmp_path / "pricier.pt"))):
+    for name, rm_path in (("b", saved), ("c", saved), ("d", str(tmp_path / "shifted.pt"))):
         summary = ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, seed=1,
                                        rm_checkpoint=rm_path, out_dir=str(tmp_path / name)))
         assert "reward_model_price" not in summary  # loaded, not trained
@@ -259,7 +261,8 @@ def test_saved_reward_model_is_the_score(small_sft, tmp_path):
         first[name] = read_csv(tmp_path / name / "metrics.csv")[1]  # step 1
     assert first["b"] == first["c"] | {"seconds": first["b"]["seconds"]}
     assert float(first["b"]["response_len"]) == float(first["d"]["response_len"])  # same rollout
-    assert float(first["d"]["score"]) > float(first["b"]["score"]) + 0.1
+    ended = (float(first["d"]["score"]) - float(first["b"]["score"])) * TINY["prompts_per_step"]
+    assert ended == pytest.approx(round(ended), abs=1e-3) and round(ended) >= 12  # of 16
     with pytest.raises(runs.UserError, match="not found"):
         ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, overwrite=True,
                              rm_checkpoint=str(tmp_path / "missing.pt"),
