@@ -217,3 +217,63 @@ def test_filler_scores_equal_brute_force():
         assert reward_model.filler_scores(rm, problems, K)["best_k"] == K
         rm.price.fill_(-50.0)
         assert reward_model.filler_scores(rm, problems, K)["best_k"] == 0
+
+
+def synthetic_run(length, proxy, gold=0.5, steps=10):
+    """An rl_curve-like run: constant length and proxy after step 5 (before: 30 and 0)."""
+    return {"step": list(range(1, steps + 1)), "length": [30.0] * 5 + [length] * (steps - 5),
+            "proxy": [0.0] * 5 + [proxy] * (steps - 5), "gold": [gold] * steps,
+            "kl": [1.0] * steps}
+
+
+def test_rlhf_length_verdicts_take_each_arms_worst_seed():
+    """Growth is the last 5 rollouts' mean length over the SFT samples' (30 tokens); the biased
+    arm must grow with its smallest seed, the controls stay small with their largest, the larger
+    beta below the smallest beta's worst seed by the margin."""
+    from experiments import rlhf_length as E
+    start = {"length": 30.0}
+    models = {"biased": {"label_accuracy": 0.9, "by_padding": {"optimum_growth": 0.5}},
+              "unbiased": {"label_accuracy": 0.95, "by_padding": {"optimum_growth": 0.5}}}
+    runs = {"biased_beta_0.02_seed_0": synthetic_run(45.0, 1.0),  # +50%
+            "biased_beta_0.02_seed_1": synthetic_run(40.5, 1.0),  # +35%: the worst seed
+            "unbiased_beta_0.02_seed_0": synthetic_run(31.5, 0.0),  # +5%
+            "biased_beta_1_seed_0": synthetic_run(37.0, 0.5)}  # +23.3%
+    out = E.claims(start, models, runs)
+    assert out["spread"]["biased_beta_0.02"]["growth_min"] == pytest.approx(0.35)
+    assert out["margins"]["biased_length_grows"] == pytest.approx(0.35 - E.LENGTH_GROWTH_MIN)
+    assert out["margins"]["larger_beta_holds_length_back"] == pytest.approx(
+        0.35 - E.HOLD_BACK_MIN - 7 / 30)
+    assert out["verdicts"] == {"reward_models_fit_their_labels": True,
+                               "biased_proxy_pays_for_length": True, "biased_length_grows": True,
+                               "biased_proxy_rises": True, "unbiased_length_does_not_grow": True,
+                               "larger_beta_holds_length_back": True}
+    runs["biased_beta_0.02_seed_2"] = synthetic_run(38.0, 1.0)  # +26.7%: now the worst seed fails
+    runs["unbiased_beta_0.02_seed_1"] = synthetic_run(34.0, 0.0)  # +13.3%
+    out = E.claims(start, models, runs)
+    assert not out["verdicts"]["biased_length_grows"]
+    assert not out["verdicts"]["unbiased_length_does_not_grow"]
+    assert not out["verdicts"]["larger_beta_holds_length_back"] and not out["claim_holds"]
+
+
+def test_reward_hacking_gold_verdict_counts_standard_errors():
+    """A rise of the 5-step gold mean from the start counts only beyond GOLD_Z binomial standard
+    errors of the difference (the peak's mean of 320 verdicts, the start's of 2048)."""
+    from experiments import reward_hacking as R
+    n = R.PPO["prompts_per_step"] * 5
+
+    def rise_se(rise):  # the peak's 5-step mean of n verdicts, the start's of 2048
+        return math.hypot(math.sqrt((0.5 + rise) * (0.5 - rise) / n), math.sqrt(0.25 / 2048))
+
+    for factor, holds in ((1.05, True), (0.95, False)):
+        rise = 0.1
+        for _ in range(50):  # the rise that is `factor` times GOLD_Z of its own standard errors
+            rise = factor * R.GOLD_Z * rise_se(rise)
+        gold = [0.5] * 5 + [0.5 + rise] * 5 + [0.5] * 5  # up, then back down
+        run = {"step": list(range(1, 16)), "gold": gold, "proxy": [0.0] * 6 + [1.0] * 9,
+               "length": [30.0] * 15, "kl": [1.0] * 15}
+        out = R.claims({f"biased_beta_{b:g}": run for b in R.BETAS} | {"unbiased_beta_0.02": run},
+                       0.5, 2048)
+        shape = out["shapes"]["biased_beta_0.02"]
+        assert shape["gold_rise"] == pytest.approx(rise)
+        assert shape["gold_rise_se"] == pytest.approx(rise_se(rise))
+        assert out["smallest_beta_hacked"]["gold_rises"] is holds
