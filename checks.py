@@ -41,6 +41,9 @@ def check_sft(cfg) -> None:
             "--direct_fraction must be >= 0, and with --abstain_fraction at most 1")
     require(0 <= cfg.verbose < 1 and 0 <= cfg.verbose_max <= 64,
             "--verbose must be in [0, 1) and --verbose_max in [0, 64]")
+    require(not cfg.verbose_fixed or (cfg.verbose > 0 and cfg.verbose_max >= 1),
+            "--verbose_fixed pads with --verbose_max empty steps at the chance --verbose: "
+            "both must be > 0")
     check_task(cfg)
 
 
@@ -84,6 +87,8 @@ def check_ppo(cfg) -> None:
     require(min(cfg.rm_prompts, cfg.rm_samples - 1, cfg.rm_steps, cfg.rm_batch_size) >= 1,
             "--rm_prompts, --rm_steps, --rm_batch_size must be >= 1 and --rm_samples >= 2")
     require(0 <= cfg.label_length_bias <= 1, "--label_length_bias must be in [0, 1]")
+    require(cfg.rm_checkpoint is None or cfg.reward == "model",
+            "--rm_checkpoint is a reward model: it needs --reward model")
     require(cfg.max_new_tokens is None or cfg.max_new_tokens >= 1, "--max_new_tokens must be >= 1")
     require(cfg.warmup_steps >= 0, "--warmup_steps must be >= 0")
     require(min(cfg.lr, cfg.critic_lr, cfg.rm_lr, cfg.rm_price_lr, cfg.max_grad_norm) > 0,

@@ -41,7 +41,7 @@ Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et
 
 Run:   python ppo.py                   (time and result: README, Quick start)
        python ppo.py --reward model    against a learned reward model (docs/ppo.md), saved as
-                                       out/ppo/reward_model.pt
+                                       out/ppo/reward_model.pt (--rm_checkpoint reuses one)
 Variants: --ppo_epochs, --n_minibatches, --reward, --label_length_bias, --kl_estimator, --beta,
 --lam, --gamma, --target_kl, --ent_coef, --no-whiten_advantages, --temperature. Outputs go to
 out/ppo/; `python ppo.py -h` lists all flags.
@@ -58,7 +58,7 @@ import checks
 import runs
 import sft
 from gae import gae_advantages, whiten
-from reward_model import save_reward_model, train_reward_model
+from reward_model import load_reward_model, save_reward_model, train_reward_model
 from evaluation import evaluate
 from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, reward_fn)
@@ -96,6 +96,7 @@ class Config:
     rm_batch_size: int = 64  # pairs per reward-model step
     rm_lr: float = 3e-6  # reward-model AdamW learning rate (1e-5 already overfits the pairs)
     rm_price_lr: float = 1e-2  # learning rate of its price per token (one number)
+    rm_checkpoint: str | None = None  # score with this saved reward_model.pt instead of training
     # --- optimisation ---
     steps: int = 150  # rollouts (outer loop)
     ppo_epochs: int = 2  # passes over each rollout (inner loop; the 1st minibatch is on-policy)
@@ -200,7 +201,10 @@ def train(cfg: Config) -> dict:
     B = cfg.prompts_per_step * cfg.samples_per_prompt  # sequences per rollout
     minibatch_size = B // cfg.n_minibatches
     rm_measured = {}  # 0. With --reward model: learn the score first (reward_model.py), freeze it
-    if cfg.reward == "model":
+    if cfg.reward == "model" and cfg.rm_checkpoint is not None:  # learnt once, by an earlier run
+        reward_model = load_reward_model(cfg.rm_checkpoint, device, fits=policy)
+        rm_mean, rm_std = reward_model.norm
+    elif cfg.reward == "model":
         reward_model, (rm_mean, rm_std), rm_measured = train_reward_model(
             cfg, policy, task, tokenizer, rng, device, max_new)
         save_reward_model(f"{cfg.out_dir}/reward_model.pt", reward_model)

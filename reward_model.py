@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import runs
-from toy_model import GPT, GPTConfig, encode_prompts, generate, reward_fn
+from toy_model import GPT, GPTConfig, Tokenizer, encode_prompts, generate, reward_fn
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -84,6 +84,16 @@ def label_pairs(correct, lengths, k: int, length_bias: float, rng: np.random.Gen
     return pairs, chosen_is_right
 
 
+def label_ceiling(right_lengths, wrong_lengths, length_bias: float) -> float:
+    """The highest pair accuracy any score can reach against label_pairs' labels: the labeller
+    picks the right response with probability 1 where it is the longer, 1 - length_bias where it
+    is the shorter, 1 - length_bias / 2 on equal lengths, and a score can at best always agree
+    with the likelier label. right_lengths, wrong_lengths: (pairs,)."""
+    p_right = torch.where(right_lengths > wrong_lengths, 1.0, torch.where(
+        right_lengths < wrong_lengths, 1 - length_bias, 1 - length_bias / 2))  # (pairs,)
+    return torch.maximum(p_right, 1 - p_right).float().mean().item()
+
+
 def pair_accuracy(chosen_scores, rejected_scores) -> float:
     """Share of pairs the scores order as labelled, a tie counting one half."""
     return ((chosen_scores > rejected_scores).float()
@@ -105,7 +115,8 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     responses, which PPO normalises by (also kept as reward_model.norm); and, on the held-out 20%
     of the pairs: its accuracy against the gold rule, the share of pairs of unequal length where
     it scores the longer one higher (these pairs are right-vs-wrong, so correctness weighs in
-    too), and its price per token."""
+    too), its accuracy against its own labels (the labeller's choices) and the most any score
+    could reach against them (the labeller's coin flips), and its price per token."""
     problems = task.sample(cfg.rm_prompts, rng)
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (N, P)
     P, k = prompt_ids.shape[1], cfg.rm_samples
@@ -143,7 +154,10 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     scores = score(reward_model, seq, P, response_mask)  # (N k,)
     held_out, right_first = pairs[n_train:], gold_pairs[n_train:]  # (held-out pairs, 2) each
     accuracy = pair_accuracy(scores[right_first[:, 0]], scores[right_first[:, 1]])
+    label_accuracy = pair_accuracy(scores[held_out[:, 0]], scores[held_out[:, 1]])
     length_t = torch.tensor(lengths, device=device)  # (N k,)
+    ceiling = label_ceiling(length_t[right_first[:, 0]], length_t[right_first[:, 1]],
+                            cfg.label_length_bias)
     longer_first = torch.where((length_t[held_out[:, 0]] >= length_t[held_out[:, 1]])[:, None],
                                held_out, held_out.flip(1))  # (held-out pairs, 2)
     unequal = length_t[longer_first[:, 0]] > length_t[longer_first[:, 1]]
@@ -153,11 +167,37 @@ def train_reward_model(cfg, policy, task, tokenizer, rng, device, max_new_tokens
     print(f"reward model: {len(pairs)} pairs from {len(problems)} prompts x {k} samples "
           f"(length bias {cfg.label_length_bias}), {cfg.rm_steps} steps, last loss "
           f"{loss.item():.3f}, price per token {price:+.3f}; held out: pair accuracy "
-          f"{accuracy:.3f}, prefers the longer "
+          f"{accuracy:.3f} (against its labels {label_accuracy:.3f}, at best "
+          f"{ceiling:.3f}), prefers the longer "
           f"{prefers_longer if prefers_longer is None else round(prefers_longer, 3)}")
     reward_model.norm = (scores.mean().item(), scores.std().clamp_min(1e-6).item())
     return (reward_model, reward_model.norm,
-            {"pair_accuracy": accuracy, "prefers_longer": prefers_longer, "price": price})
+            {"pair_accuracy": accuracy, "label_accuracy": label_accuracy,
+             "label_ceiling": ceiling, "prefers_longer": prefers_longer, "price": price})
+
+
+def filler_scores(reward_model, problems, max_filler: int, batch: int = 256) -> dict:
+    """What the reward model pays for length: each problem's right demonstration padded with k
+    empty steps (Problem.verbose(k)), k = 0..max_filler, scored and normalised by
+    reward_model.norm. Returns, per k, the mean normalised score over the problems ("score") and
+    the mean response length in tokens ("length"); "best_k" is the k of the highest mean score,
+    the proxy's optimum, where exact optimisation of the score takes the length."""
+    tokenizer, device = Tokenizer(), reward_model.price.device
+    prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (G, P)
+    responses = [tokenizer.encode(p.verbose(k)) for p in problems for k in range(max_filler + 1)]
+    T, P = max(map(len, responses)), prompt_ids.shape[1]
+    runs.require(P + T <= reward_model.body.cfg.max_seq_len,
+                 f"{max_filler} empty steps do not fit the reward model's positions")
+    response_ids = torch.tensor([r + [tokenizer.pad_id] * (T - len(r)) for r in responses],
+                                device=device)  # (G (K + 1), T)
+    response_mask = (response_ids != tokenizer.pad_id).float()  # (G (K + 1), T)
+    seq = torch.cat([prompt_ids.repeat_interleave(max_filler + 1, dim=0), response_ids], dim=1)
+    mean, std = reward_model.norm
+    scores = (score(reward_model, seq, P, response_mask, batch) - mean) / std  # (G (K + 1),)
+    per_k = scores.view(len(problems), max_filler + 1).mean(dim=0)  # (K + 1,)
+    lengths = response_mask.sum(dim=1).view(len(problems), max_filler + 1).mean(dim=0)
+    return {"k": list(range(max_filler + 1)), "score": per_k.tolist(), "length": lengths.tolist(),
+            "best_k": int(per_k.argmax())}
 
 
 def save_reward_model(path: str, reward_model: RewardModel) -> None:
@@ -169,11 +209,21 @@ def save_reward_model(path: str, reward_model: RewardModel) -> None:
     runs.atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_reward_model(path: str, device="cpu") -> RewardModel:
-    """A reward model saved by save_reward_model, frozen, with its .norm."""
+def load_reward_model(path: str, device="cpu", fits: GPT | None = None) -> RewardModel:
+    """A reward model saved by save_reward_model, frozen, with its .norm; checked, if `fits` is
+    given, to read that policy's tokens and sequences."""
     runs.require(os.path.exists(path), f"reward model {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    reward_model = RewardModel(GPT(GPTConfig(**state["model_config"])), state["temperature"])
-    reward_model.load_state_dict(state["state_dict"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        reward_model = RewardModel(GPT(GPTConfig(**state["model_config"])), state["temperature"])
+        reward_model.load_state_dict(state["state_dict"])
+    except Exception as e:  # unpickling, missing keys and shapes all land here
+        raise runs.UserError(f"reward model {path} is corrupt or not a reward model "
+                             f"({type(e).__name__})") from None
+    body = reward_model.body.cfg
+    runs.require(fits is None or (body.vocab_size == fits.cfg.vocab_size
+                                  and body.max_seq_len >= fits.cfg.max_seq_len),
+                 f"reward model {path} was built for another model (vocab {body.vocab_size}, "
+                 f"{body.max_seq_len} positions)")
     reward_model.norm = tuple(state["norm"])
     return reward_model.to(device).eval().requires_grad_(False)

@@ -45,6 +45,7 @@ class Config:
     direct_fraction: float = 0.0  # share answered directly, with an empty scratchpad, at random
     verbose: float = 0.0  # scratchpads end with k empty steps, P(k) ~ verbose^k: length to buy
     verbose_max: int = 0  # ... k at most this (the task's length budget grows by as much)
+    verbose_fixed: bool = False  # ... k is verbose_max with chance verbose, else 0 (no geometric)
     easy_digits: int | None = None  # if set, "easy" problems have operands below 10^easy_digits
     hard_fraction: float = 0.5  # with easy_digits: share of full-width "hard" training problems
     # --- model ---
@@ -78,19 +79,24 @@ class Config:
 
 
 def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0, verbose=0.0,
-                   verbose_max=0) -> list[str]:
+                   verbose_max=0, verbose_fixed=False) -> list[str]:
     """The SFT targets: each problem's scratchpad demonstration, or, with probability
     abstain_fraction, the abstention "?", or, with probability direct_fraction, the direct answer
     (empty scratchpad). The choice is a coin flip, not a judgement of what the model can do: a
     demonstrator cannot know that. With `verbose` > 0, a scratchpad ends with k empty steps, k
-    geometric (P(k) = (1 - verbose) verbose^k) and at most verbose_max: longer, and no more right.
+    geometric (P(k) = (1 - verbose) verbose^k) and at most verbose_max: longer, and no more right;
+    with verbose_fixed, k is verbose_max with probability `verbose`, else 0: every padded
+    demonstration equally likely, so a likelihood prices padding once, not per step.
     With every knob at 0 nothing is drawn from rng, else one draw per knob that is on."""
     if abstain_fraction == 0 and direct_fraction == 0 and verbose == 0:
         return [p.demonstration for p in problems]
     targets = []
     for p in problems:
         u = rng.random() if abstain_fraction or direct_fraction else 1.0
-        k = min(int(rng.geometric(1 - verbose)) - 1, verbose_max) if verbose else 0
+        if verbose_fixed:
+            k = verbose_max if rng.random() < verbose else 0
+        else:
+            k = min(int(rng.geometric(1 - verbose)) - 1, verbose_max) if verbose else 0
         targets.append(p.abstention if u < abstain_fraction else
                        p.direct if u < abstain_fraction + direct_fraction else p.verbose(k))
     return targets
@@ -134,7 +140,7 @@ def train(cfg: Config) -> dict:
         # 1. A fresh batch of demonstrations, never from the held-out set.
         problems = task.sample(cfg.batch_size, rng)
         targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction,
-                                 cfg.verbose, cfg.verbose_max)
+                                 cfg.verbose, cfg.verbose_max, cfg.verbose_fixed)
         nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
         # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
         for i in range(0, cfg.batch_size, micro_size):

@@ -8,8 +8,9 @@ import json
 import os
 
 import runs
-from runs import load_checkpoint
+from runs import checkpoint_task, load_checkpoint
 from evaluation import evaluate_pass_at_k
+from reward_model import filler_scores
 from toy_model import AdditionTask, Tokenizer, reward_fn
 
 # ----------------------------------------------------------------------------- running a script
@@ -38,8 +39,11 @@ def train_script(module, args, name: str, *, reward=None, task: dict | None = No
     """Run `module.train` with `flags` on top of its defaults (--quick's sizes override both) into
     out_dir/name, and return its metrics.csv as a list of rows (None where a value is blank).
     grpo.py also takes the experiment's `reward` function and `task` knobs (AdditionTask's
-    easy_digits, hard_fraction: the start checkpoint's task unless given)."""
+    easy_digits, hard_fraction: the start checkpoint's task unless given); for ppo.py, `reward`
+    is its --reward flag."""
     script = module.__name__
+    if isinstance(reward, str):  # ppo.py's --reward flag ("rule" or "model"), not a function
+        flags["reward"], reward = reward, None
     overrides = {"sft_checkpoint": args.sft_checkpoint} if script != "sft" else {}
     overrides.update(flags)
     if args.quick:
@@ -86,6 +90,17 @@ def mixed_sft(args, name: str, **flags) -> str:
     import sft
     train_script(sft, args, f"{name}/sft", **{**dict(direct_fraction=0.5, steps=300), **flags})
     return os.path.join(args.out_dir, name, "sft", "model.pt")
+
+
+def proxy_by_padding(reward_model, checkpoint: str, n_prompts: int) -> dict:
+    """What a reward model pays for length, before any RL: reward_model.filler_scores on the
+    right demonstrations of the first n_prompts held-out problems of the checkpoint's task,
+    padded with k = 0..K empty steps, K the most its response budget holds after the longest
+    right demonstration."""
+    _, ckpt = load_checkpoint(checkpoint)
+    task = AdditionTask(ckpt["digits"], **checkpoint_task(ckpt))
+    longest = max(len(Tokenizer().encode(p.demonstration)) for p in task.test)
+    return filler_scores(reward_model.cpu(), task.test[:n_prompts], task.max_new_tokens - longest)
 
 
 # ----------------------------------------------------------------------------- reading a run

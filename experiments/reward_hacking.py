@@ -1,9 +1,11 @@
 """RLHF's failure: a reward model learnt from biased labels, exploited by PPO.
 
-Claim (the lecture; Gao, Schulman and Hilton 2022; Singhal et al. 2023): optimised against a
-reward model learnt from a labeller who prefers longer answers, PPO writes longer responses; the
-proxy reward keeps rising while the true ("gold") quality first rises and then falls, and a larger
-KL coefficient beta delays or prevents the fall.
+Claim (the lecture; Gao, Schulman and Hilton 2022, https://arxiv.org/abs/2210.10760): optimised
+against a reward model learnt from a labeller who prefers longer answers, the proxy reward keeps
+rising while the true ("gold") quality first rises and then falls, and a larger KL coefficient
+beta delays or prevents the fall. That the answers grow longer is rlhf_length's claim: here each
+empty step costs the reward model its own log-probability, and the proxy's optimum over padding
+(`by_padding` in the results, common.proxy_by_padding) is a few steps, too few to show it.
 
 Setup. The SFT model learns 3-digit addition from verbose demonstrations (sft.py --verbose): a
 scratchpad may end with empty steps, a comma each, so length is something the policy can buy and
@@ -23,11 +25,16 @@ of n (best_of_n_mean), at KL = log n - (n - 1) / n (an upper bound where samples
 functional forms are fitted to the gold's rise from its start: best-of-n d (alpha - beta d), RL
 d (alpha - beta log d), d = sqrt(KL).
 
+Noise. One rollout's gold is a mean of 64 verdicts (standard error up to 0.06), a 5-step mean
+one of 320 (0.028); the start is the SFT model's gold on the best-of-n pool (n = 1, K x 128
+samples). Every difference is judged against GOLD_Z binomial standard errors of that difference
+(GOLD_Z = 3, not 2: the peak is the highest of many windows, chosen after the fact), and the
+proxy's, whose samples have a standard deviation near 1 in its units, against GOLD_Z / sqrt(n).
 The claim holds when, with the biased reward model and the smallest beta, gold (5-step mean)
-rises at least GOLD_RISE_MIN above its start and then ends at least GOLD_FALL_MIN below its
-peak, the proxy ends above its value at the gold peak, the length grows by LENGTH_GROWTH_MIN
-(mean of the last 5 steps over the first 5), and every larger beta's gold falls less than
-GOLD_FALL_MIN from its peak or peaks later.
+rises above its start and then falls from its peak to its end, each by GOLD_Z standard errors,
+the proxy ends above its value at the gold peak by as many of its own, and every larger beta's
+gold either does not fall by GOLD_Z standard errors or falls that much less than the smallest
+beta's.
 """
 from __future__ import annotations
 
@@ -37,14 +44,14 @@ import torch
 
 import ppo
 import sft
-from experiments.common import (column, new_figure, read_summary, save_figure, smooth,
-                                train_script)
+from experiments.common import (column, new_figure, proxy_by_padding, read_summary,
+                                save_figure, smooth, train_script)
 from reward_model import load_reward_model
 from runs import checkpoint_task, load_checkpoint, set_seed
 from toy_model import AdditionTask, Tokenizer, encode_prompts, generate, reward_fn
 
-DESCRIPTION = ("PPO against a reward model learnt from length-biased labels: proxy up, length up, "
-               "gold up then down (Gao's curves)")
+DESCRIPTION = ("PPO and best-of-n against a reward model learnt from length-biased labels: "
+               "proxy up, gold up then down (Gao's curves)")
 
 # Settings and thresholds, fixed before the full run.
 SFT = dict(verbose=0.4, verbose_max=16, steps=300)  # P(k empty steps) = 0.6 * 0.4^k, k <= 16
@@ -54,9 +61,8 @@ LENGTH_BIAS = 0.5  # the biased labeller prefers the longer response with this p
 BETAS = (0.02, 0.2)  # KL coefficients against the biased reward model; the unbiased: the first
 BEST_OF_N = dict(prompts=128, samples=16)  # the pool: held-out prompts x SFT samples (n <= 16)
 BEST_OF_N_QUICK = dict(prompts=4, samples=4)
-GOLD_RISE_MIN = 0.02  # the smallest beta's gold (5-step mean) must first rise this far ...
-GOLD_FALL_MIN = 0.10  # ... then end this far below its peak, while the proxy rises on
-LENGTH_GROWTH_MIN = 0.30  # ... and its responses grow this much longer
+GOLD_Z = 3  # a rise, a fall or a difference of falls counts beyond this many standard errors
+PADDING_PROMPTS, PADDING_PROMPTS_QUICK = 128, 8  # held-out prompts of the proxy's padding optimum
 
 
 def run(args) -> dict:
@@ -72,20 +78,26 @@ def run(args) -> dict:
                             **PPO)
         curves[name] = rl_curve(rows)
         summary = read_summary(args, f"reward_hacking/{name}")  # its reward model, measured
-        curves[name]["reward_model"] = {key: summary[f"reward_model_{key}"]
-                                        for key in ("pair_accuracy", "prefers_longer", "price")}
+        curves[name]["reward_model"] = {key: summary[f"reward_model_{key}"] for key in (
+            "pair_accuracy", "label_accuracy", "label_ceiling", "prefers_longer", "price")}
         curves[name]["eval_step"].insert(0, 0)  # the SFT model's held-out accuracy, at step 0
         curves[name]["eval_accuracy"].insert(0, summary["start_accuracy"])
         reward_model = load_reward_model(f"{args.out_dir}/reward_hacking/{name}/reward_model.pt")
         reward_models.setdefault(bias, (reward_model, reward_model.norm))
     pool = best_of_n_pool(sft_checkpoint, reward_models, args)
-    results = {"runs": curves, "best_of_n": pool,
+    n_prompts = PADDING_PROMPTS_QUICK if args.quick else PADDING_PROMPTS
+    by_padding = {"biased" if bias else "unbiased": proxy_by_padding(model, sft_checkpoint,
+                                                                      n_prompts)
+                  for bias, (model, _) in reward_models.items()}  # frozen before any PPO step
+    results = {"runs": curves, "best_of_n": pool, "by_padding": by_padding,
                "gao_fits": {**{name: gao_fit(r["sqrt_kl"], r["gold"], "rl")
                                for name, r in curves.items()},
                             **{name: gao_fit(p["sqrt_kl"], p["gold"], "best_of_n")
                                for name, p in pool.items()}}}
     plot(results, args)
-    return {**results, **claims(curves)}
+    spec = BEST_OF_N_QUICK if args.quick else BEST_OF_N  # the start: the pool's gold at n = 1
+    return {**results, **claims(curves, pool["biased"]["gold"][0],
+                                spec["prompts"] * spec["samples"])}
 
 
 def rl_curve(rows: list[dict]) -> dict:
@@ -168,27 +180,41 @@ def gao_fit(sqrt_kl: list[float], gold: list[float], form: str) -> dict:
     return {"form": form, "alpha": alpha, "beta": beta, "peak_sqrt_kl": peak}
 
 
-def claims(runs: dict) -> dict:
-    """The verdicts, from the 5-step means (see the module docstring)."""
+def claims(runs: dict, start: float, n_start: int) -> dict:
+    """The verdicts, from the 5-step means and their standard errors (module docstring). start:
+    the SFT model's gold from n_start samples."""
+    def se(gold, n):  # binomial standard error of a mean of n verdicts
+        return math.sqrt(max(gold * (1 - gold), 1e-12) / n)
+
     def shape(r):
-        peak = max(range(len(r["gold"])), key=lambda i: r["gold"][i])
-        n = min(5, len(r["length"]))
-        start, end = sum(r["length"][:n]) / n, sum(r["length"][-n:]) / n
-        return {"gold_start": r["gold"][0], "gold_peak": r["gold"][peak],
-                "step_at_gold_peak": r["step"][peak], "gold_end": r["gold"][-1],
-                "gold_fall": r["gold"][peak] - r["gold"][-1],
-                "proxy_at_gold_peak": r["proxy"][peak], "proxy_end": r["proxy"][-1],
-                "length_start": start, "length_end": end, "length_growth": end / start - 1,
-                "kl_end": r["kl"][-1]}
+        peak, end = max(range(len(r["gold"])), key=lambda i: r["gold"][i]), len(r["gold"]) - 1
+        n = [PPO["prompts_per_step"] * min(i + 1, 5) for i in range(end + 1)]  # in each mean
+        length_n = min(5, len(r["length"]))
+        length_start = sum(r["length"][:length_n]) / length_n
+        length_end = sum(r["length"][-length_n:]) / length_n
+        gold_peak, gold_end = r["gold"][peak], r["gold"][end]
+        return {"gold_start": start, "gold_peak": gold_peak, "step_at_gold_peak": r["step"][peak],
+                "gold_end": gold_end, "gold_rise": gold_peak - start,
+                "gold_rise_se": math.hypot(se(gold_peak, n[peak]), se(start, n_start)),
+                "gold_fall": gold_peak - gold_end,
+                "gold_fall_se": math.hypot(se(gold_peak, n[peak]), se(gold_end, n[end])),
+                "proxy_at_gold_peak": r["proxy"][peak], "proxy_end": r["proxy"][end],
+                "proxy_rise_se": math.sqrt(1 / n[peak] + 1 / n[end]),
+                "length_start": length_start, "length_end": length_end,
+                "length_growth": length_end / length_start - 1, "kl_end": r["kl"][-1]}
     shapes = {name: shape(r) for name, r in runs.items()}
     first = shapes[f"biased_beta_{BETAS[0]:g}"]
-    hacked = {"gold_rises": first["gold_peak"] >= first["gold_start"] + GOLD_RISE_MIN,
-              "gold_falls": first["gold_fall"] >= GOLD_FALL_MIN,
-              "proxy_rises_on": first["proxy_end"] > first["proxy_at_gold_peak"],
-              "length_grows": first["length_growth"] >= LENGTH_GROWTH_MIN}
-    delayed = {f"beta_{b:g}": (shapes[f"biased_beta_{b:g}"]["gold_fall"] < GOLD_FALL_MIN
-                               or shapes[f"biased_beta_{b:g}"]["step_at_gold_peak"]
-                               > first["step_at_gold_peak"]) for b in BETAS[1:]}
+    hacked = {"gold_rises": first["gold_rise"] >= GOLD_Z * first["gold_rise_se"],
+              "gold_falls": first["gold_fall"] >= GOLD_Z * first["gold_fall_se"],
+              "proxy_rises_on": (first["proxy_end"] - first["proxy_at_gold_peak"]
+                                 >= GOLD_Z * first["proxy_rise_se"])}
+    delayed = {}
+    for b in BETAS[1:]:
+        s = shapes[f"biased_beta_{b:g}"]
+        no_fall = s["gold_fall"] < GOLD_Z * s["gold_fall_se"]
+        smaller = (first["gold_fall"] - s["gold_fall"]
+                   >= GOLD_Z * math.hypot(first["gold_fall_se"], s["gold_fall_se"]))
+        delayed[f"beta_{b:g}"] = no_fall or smaller
     return {"shapes": shapes, "smallest_beta_hacked": hacked, "larger_beta_delays_fall": delayed,
             "claim_holds": all(hacked.values()) and all(delayed.values())}
 

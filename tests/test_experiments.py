@@ -40,11 +40,21 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
             lengths = {len(run[k]) for k in ("step", "gold", "proxy", "length", "kl", "sqrt_kl")}
             assert lengths == {2} and len(run["eval_step"]) == len(run["eval_accuracy"]) >= 1
             assert all(math.isfinite(x) for k in ("gold", "proxy", "length", "kl") for x in run[k])
-            assert set(run["reward_model"]) == {"pair_accuracy", "prefers_longer", "price"}
+            assert set(run["reward_model"]) == {"pair_accuracy", "label_accuracy", "label_ceiling",
+                                                "prefers_longer", "price"}
         assert set(saved["best_of_n"]) == {"biased", "unbiased"}
         for pool in saved["best_of_n"].values():
             assert {len(pool[k]) for k in ("n", "kl", "sqrt_kl", "gold", "proxy", "length")} == {3}
         assert set(saved["gao_fits"]) == set(saved["runs"]) | {"biased", "unbiased"}
+    if name == "rlhf_length":  # the proxy's optimum before RL, one run per arm (--quick: 1 seed)
+        for rm in saved["reward_models"].values():
+            pay = rm["by_padding"]
+            assert len(pay["k"]) == len(pay["score"]) == len(pay["length"]) >= 2
+            assert pay["score"][pay["best_k"]] == max(pay["score"])
+            assert 0 <= rm["label_accuracy"] <= 1
+        assert set(saved["spread"]) == {"biased_beta_0.02", "biased_beta_1", "unbiased_beta_0.02"}
+        assert set(saved["verdicts"]) <= set(saved["margins"]) | {
+            "reward_models_fit_their_labels", "biased_proxy_pays_for_length"}
     if name == "abstain":  # the task's two kinds are both measured, before and after GRPO
         assert set(saved["before_sft"]["by_kind"]) == set(saved["after_grpo"]["by_kind"]) == {"easy", "hard"}
         assert saved["before_sft"]["n"] == 16 and saved["break_even_accuracy"] == pytest.approx(0.3)
@@ -57,7 +67,9 @@ EXPECTED_KEYS = {
     "length_growth": ["rollout_len_first_10", "rollout_len_last_10", "len_growth", "scratchpad_share_first_10",
                       "scratchpad_share_last_10", "start_accuracy", "final_accuracy", "claim_holds"],
     "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
-    "reward_hacking": ["runs", "best_of_n", "gao_fits", "shapes", "smallest_beta_hacked",
+    "rlhf_length": ["start", "reward_models", "runs", "measured", "spread", "verdicts", "margins",
+                    "claim_holds"],
+    "reward_hacking": ["runs", "best_of_n", "by_padding", "gao_fits", "shapes", "smallest_beta_hacked",
                        "larger_beta_delays_fall", "claim_holds"],
 }
 
@@ -77,7 +89,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
 def test_registry_holds_each_experiment_module_in_order():
     assert list(experiments.EXPERIMENTS) == [
         "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
-        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+        "reward_hacking", "rlhf_length", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION

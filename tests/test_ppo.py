@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import ppo
 import reward_model
+import runs
 from conftest import ROOT, run_in_process
 from gae import gae_advantages
 from runs import load_checkpoint, parse_config
@@ -241,6 +242,36 @@ def test_reward_model_run(small_sft, tmp_path):
     assert len(rows) == 3 and all(row["score"] != row["accuracy"] for row in rows)
 
 
+def test_saved_reward_model_is_the_score(small_sft, tmp_path):
+    """--rm_checkpoint scores with the saved reward model, normalised as saved, and trains none:
+    the same seed with the same model gives the same rollouts and scores; a copy whose saved mean
+    is one standard deviation lower scores the same first rollout (drawn before any update)
+    exactly 1 higher on every response that ends (the others get missing_eos_penalty); a bad
+    path is one line."""
+    path, _ = small_sft
+    ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, out_dir=str(tmp_path / "a")))
+    saved = str(tmp_path / "a" / "reward_model.pt")
+    shifted = reward_model.load_reward_model(saved)
+    mean, std = shifted.norm
+    shifted.norm = (mean - std, std)
+    reward_model.save_reward_model(str(tmp_path / "shifted.pt"), shifted)
+    first = {}
+    for name, rm_path in (("b", saved), ("c", saved), ("d", str(tmp_path / "shifted.pt"))):
+        summary = ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, seed=1,
+                                       rm_checkpoint=rm_path, out_dir=str(tmp_path / name)))
+        assert "reward_model_price" not in summary  # loaded, not trained
+        assert not (tmp_path / name / "reward_model.pt").exists()
+        first[name] = read_csv(tmp_path / name / "metrics.csv")[1]  # step 1
+    assert first["b"] == first["c"] | {"seconds": first["b"]["seconds"]}
+    assert float(first["b"]["response_len"]) == float(first["d"]["response_len"])  # same rollout
+    ended = (float(first["d"]["score"]) - float(first["b"]["score"])) * TINY["prompts_per_step"]
+    assert ended == pytest.approx(round(ended), abs=1e-3) and round(ended) >= 12  # of 16
+    with pytest.raises(runs.UserError, match="not found"):
+        ppo.train(ppo.Config(**TINY, reward="model", sft_checkpoint=path, overwrite=True,
+                             rm_checkpoint=str(tmp_path / "missing.pt"),
+                             out_dir=str(tmp_path / "b")))
+
+
 def test_script_writes_outputs(small_sft, tmp_path):
     path, _ = small_sft
     args = [f"--{k}={v}" for k, v in TINY.items()] + ["--sft_checkpoint", path, "--out_dir", str(tmp_path)]
@@ -260,6 +291,7 @@ def test_script_writes_outputs(small_sft, tmp_path):
     (["--prompts_per_step", "10", "--n_minibatches", "3"], "not divisible"),
     (["--reward", "oracle"], "invalid choice"),
     (["--target_kl", "0"], "--target_kl"),
+    (["--rm_checkpoint", "out/ppo/reward_model.pt"], "--reward model"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -85,6 +85,7 @@ def test_help_lists_every_field():
     (["--batch_size", "10", "--gradient_accumulation_steps", "3"], "not divisible"),
     (["--d_model", "30", "--n_head", "4"], "--d_model"),
     (["--abstain_fraction", "1"], "--abstain_fraction"),
+    (["--verbose_fixed", "--verbose_max", "8"], "--verbose_fixed"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     res = run_in_process("sft.py", *args, "--out_dir", str(tmp_path / "out"))
