@@ -60,6 +60,9 @@ EXPECTED_KEYS = {
     "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
     "reward_hacking": ["runs", "best_of_n", "gao_fits", "shapes", "smallest_beta_hacked",
                        "larger_beta_delays_fall", "claim_holds"],
+    "distill": ["teacher_accuracy", "student_accuracy", "target_accuracy", "runs",
+                "reverse_kl_on_own_samples_start", "reaches_most_in_far_fewer_samples_than_grpo",
+                "beats_off_policy_at_equal_samples", "claim_holds"],
 }
 
 
@@ -78,7 +81,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
 def test_registry_holds_each_experiment_module_in_order():
     assert list(experiments.EXPERIMENTS) == [
         "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
-        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline", "distill"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION
