@@ -37,8 +37,8 @@ student minimises the forward KL(pi_T || pi_theta) on the teacher's samples; wit
 k1` that is the NLL of the teacher's tokens, SFT on the teacher's samples (sequence-level KD, Kim
 & Rush 2016); with exact, the teacher's whole distribution at each position is the target.
 Run: python distill.py (the teacher out/grpo/model.pt comes from `python grpo.py`; the student
-out/sft/model.pt is made by sft.py's defaults if missing). Outputs go to out/distill/;
-`python distill.py -h` lists every flag.
+out/sft/model.pt is made by sft.py's defaults if missing; time and result: docs/distill.md).
+Outputs go to out/distill/; `python distill.py -h` lists every flag.
 """
 from __future__ import annotations
 

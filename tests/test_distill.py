@@ -184,11 +184,11 @@ def test_the_samplers_tokens_are_scored_and_the_teacher_gets_no_gradient(
 
     def spy_generate(model, prompt_ids, *args, **kw):
         ids, mask = real_generate(model, prompt_ids, *args, **kw)
-        generated.append((model, torch.cat([prompt_ids, ids], dim=1)[:, :-1]))
+        generated.append((model, torch.cat([prompt_ids, ids], dim=1)[:, :-1], kw["temperature"]))
         return ids, mask
 
     def spy_scores(model, input_ids, temperature):
-        scored.append((model, input_ids.clone()))
+        scored.append((model, input_ids.clone(), temperature))
         return real_scores(model, input_ids, temperature)
 
     monkeypatch.setattr(distill, "load_teacher", spy_load_teacher)
@@ -196,14 +196,16 @@ def test_the_samplers_tokens_are_scored_and_the_teacher_gets_no_gradient(
     monkeypatch.setattr(distill, "generate", spy_generate)
     monkeypatch.setattr(distill, "next_token_log_probs", spy_scores)
     distill.train(small_config(small_sft[0], teacher_path, tmp_path / "run", steps=2,
-                               sampler=sampler))
+                               sampler=sampler, temperature=0.6))
     student, teacher = models["student"], models["teacher"]
     assert len(generated) == 2  # one rollout batch per step; evaluate() calls its own generate
-    for step, (model, sequences) in enumerate(generated):
+    for step, (model, sequences, _) in enumerate(generated):
         assert model is models[sampler]
         for who in (teacher, student):  # each scores the whole batch, in micro-batches
-            seen = torch.cat([ids for m, ids in scored[4 * step:4 * step + 4] if m is who])
+            seen = torch.cat([ids for m, ids, _ in scored[4 * step:4 * step + 4] if m is who])
             assert torch.equal(seen, sequences)
+    # sampled and scored at the one temperature
+    assert {t for *_, t in generated} == {t for *_, t in scored} == {0.6}
     start = torch.load(teacher_path, weights_only=True)["state_dict"]
     assert all(torch.equal(p, start[k]) for k, p in teacher.state_dict().items())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
@@ -265,7 +267,8 @@ def test_a_teacher_of_another_task_is_refused(small_sft, tmp_path):
         distill.train(small_config(small_sft[0], str(tmp_path / "easy.pt"), tmp_path / "b"))
 
 
-@pytest.mark.parametrize("args", [["--no-such-flag"], ["--rollout_batch_size", "30"],
+@pytest.mark.parametrize("args", [["--no-such-flag"],
+                                  ["--rollout_batch_size", "30", "--gradient_accumulation_steps", "4"],
                                   ["--temperature", "0"], ["--kl_estimator", "k3"],
                                   ["--sampler", "both"], ["--lr", "0"], ["--steps", "0"],
                                   ["--max_new_tokens", "0"]])
