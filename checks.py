@@ -136,6 +136,19 @@ def check_grpo(cfg) -> None:
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
 
 
+def check_distill(cfg) -> None:
+    check_run(cfg)
+    require(min(cfg.rollout_batch_size, cfg.gradient_accumulation_steps) >= 1,
+            "--rollout_batch_size and --gradient_accumulation_steps must be >= 1")
+    require(cfg.rollout_batch_size % cfg.gradient_accumulation_steps == 0,
+            f"--rollout_batch_size {cfg.rollout_batch_size} is not divisible by "
+            f"--gradient_accumulation_steps {cfg.gradient_accumulation_steps}")
+    require(cfg.temperature > 0, "--temperature must be > 0 (both models are scored at it)")
+    require(cfg.max_new_tokens is None or cfg.max_new_tokens >= 1, "--max_new_tokens must be >= 1")
+    require(min(cfg.lr, cfg.max_grad_norm) > 0 and min(cfg.weight_decay, cfg.warmup_steps) >= 0,
+            "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
+
+
 def check_expert_iteration(cfg) -> None:
     require(cfg.log_every >= 1, "--log_every must be >= 1")
     require(1 <= cfg.digits <= 6, "--digits must be between 1 and 6")

@@ -26,6 +26,8 @@ QUICK = {
                 rm_prompts=48, rm_steps=2, rm_batch_size=8),
     "expert_iteration": dict(questions_per_step=8, group_size=4, batch_size=8, n_test=16,
                              eval_every=1, samples_every=100),
+    "distill": dict(steps=2, rollout_batch_size=16, gradient_accumulation_steps=1, n_test=16,
+                    eval_every=1, samples_every=100),
 }
 
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+import distill
 import dpo
 import expert_iteration
 import grpo
@@ -23,7 +24,8 @@ from runs import UserError
 pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.png (conftest)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = {"sft": sft, "grpo": grpo, "dpo": dpo, "ppo": ppo, "expert_iteration": expert_iteration}
+MODULES = {"sft": sft, "grpo": grpo, "dpo": dpo, "ppo": ppo, "expert_iteration": expert_iteration,
+           "distill": distill}
 TINY = {  # a few seconds each; evaluations (and so saves) every few steps; the step counter name
     "sft": (dict(digits=2, n_layer=1, d_model=32, steps=12, eval_every=4, n_test=20), "steps"),
     "grpo": (dict(digits=2, n_test=20, steps=8, group_size=4, rollout_batch_size=16,
@@ -34,6 +36,8 @@ TINY = {  # a few seconds each; evaluations (and so saves) every few steps; the 
             "steps"),
     "expert_iteration": (dict(digits=2, n_test=20, n_ei_steps=4, questions_per_step=8,
                               group_size=4, batch_size=8, eval_every=1), "n_ei_steps"),
+    "distill": (dict(digits=2, n_test=20, steps=8, rollout_batch_size=16, eval_every=3,
+                     temperature=1.0), "steps"),
 }
 
 
@@ -41,6 +45,8 @@ def flags(name: str, sft_checkpoint: str, out_dir: str) -> dict:
     cfg = dict(TINY[name][0], device="cpu", log_every=1, samples_every=1000, out_dir=out_dir)
     if name != "sft":
         cfg["sft_checkpoint"] = sft_checkpoint
+    if name == "distill":  # the teacher: the student's own start will do here
+        cfg["teacher_checkpoint"] = sft_checkpoint
     return cfg
 
 

@@ -171,7 +171,8 @@ def test_grpo_numbers_do_not_depend_on_where_the_sft_model_was_made(tmp_path, mo
 
 
 # ---------------------------------------------------------------- -h and the console
-@pytest.mark.parametrize("script", ["sft.py", "grpo.py", "dpo.py", "ppo.py", "gae.py", "bench.py"])
+@pytest.mark.parametrize("script", ["sft.py", "grpo.py", "dpo.py", "ppo.py", "distill.py", "gae.py",
+                                    "bench.py"])
 def test_help_fits_80_columns(script, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     r = run_in_process(script, "-h")
@@ -268,8 +269,8 @@ for script in sys.argv[1:]:
     except SystemExit as e:
         print(script, e.code)
 """
-    scripts = ["sft.py", "grpo.py", "dpo.py", "ppo.py", "expert_iteration.py", "gae.py",
-               "bench.py", "experiments"]
+    scripts = ["sft.py", "grpo.py", "dpo.py", "ppo.py", "expert_iteration.py", "distill.py",
+               "gae.py", "bench.py", "experiments"]
     r = run_cli("-c", code, *scripts)
     assert r.stdout.split() == [w for s in scripts for w in (s, "2")], r.stderr
     lines = r.stderr.strip().splitlines()
