@@ -46,6 +46,24 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
         for pool in saved["best_of_n"].values():
             assert {len(pool[k]) for k in ("n", "kl", "sqrt_kl", "gold", "proxy", "length")} == {3}
         assert set(saved["gao_fits"]) == set(saved["runs"]) | {"biased", "unbiased"}
+    if name == "sft_data":  # every point of the figure: each N from both starts, the mixed run
+        for points in saved["sft"].values():
+            assert [p["n"] for p in points] == [2, 8]
+            assert all(0 <= p[k] <= 1 for p in points for k in ("accuracy", "format_rate"))
+        assert {"accuracy", "format_rate", "template_accuracy", "template_format_rate",
+                "formatted_read"} <= set(saved["mixed"])
+        assert 0 <= saved["pretrained"]["plain_accuracy"] <= 1
+    if name == "dpo_online":  # every curve of the figure, one point per evaluation
+        for run in ("offline", "iterative", "grpo"):
+            curve = saved[run]["curve"]
+            assert len(curve["step"]) == len(curve["accuracy"]) == len(curve["sampled_responses"])
+            if run != "grpo":
+                assert (len(curve["preference_accuracy"]) == len(curve["fresh_preference_accuracy"])
+                        == len(curve["step"]) - 1)
+        assert saved["iterative"]["sampled_responses"] > saved["offline"]["sampled_responses"]
+    if name == "ei_vs_grpo":  # pass@1 and pass@64 against the SFT model, with standard errors
+        for versus in saved["versus_sft"].values():
+            assert versus["pass@1_gain_se"] >= 0 and versus[f"{saved['top_k']}_gain_se"] >= 0
     if name == "abstain":  # the task's two kinds are both measured, before and after GRPO
         assert set(saved["before_sft"]["by_kind"]) == set(saved["after_grpo"]["by_kind"]) == {"easy", "hard"}
         assert saved["before_sft"]["n"] == 16 and saved["break_even_accuracy"] == pytest.approx(0.3)
@@ -57,7 +75,13 @@ EXPECTED_KEYS = {
                 "selective_accuracy_rises", "claim_holds"],
     "length_growth": ["rollout_len_first_10", "rollout_len_last_10", "len_growth", "scratchpad_share_first_10",
                       "scratchpad_share_last_10", "start_accuracy", "final_accuracy", "claim_holds"],
-    "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
+    "length_bias": ["sequence_mean", "constant", "precondition_met", "excess_wrong_len_growth",
+                    "claim_holds"],
+    "ei_vs_grpo": ["versus_sft", "top_k", "z_se", "claim_holds"],
+    "sft_data": ["pretrained", "sft", "mixed", "small_sft_goes_far",
+                 "sft_gives_format_not_knowledge", "mixed_pretraining_follows_format"],
+    "dpo_online": ["offline", "iterative", "grpo", "offline_pairs_go_stale",
+                   "rebuilding_closes_gap"],
     "reward_hacking": ["runs", "best_of_n", "gao_fits", "shapes", "smallest_beta_hacked",
                        "larger_beta_delays_fall", "claim_holds"],
 }
@@ -78,7 +102,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
 def test_registry_holds_each_experiment_module_in_order():
     assert list(experiments.EXPERIMENTS) == [
         "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
-        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline", "sft_data",
+        "dpo_online"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION
