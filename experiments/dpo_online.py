@@ -114,10 +114,11 @@ def plot(results: dict, args) -> None:
                         label=f"{label}: fresh pairs of the policy")
     per_sample.set_xlabel("responses sampled for training")
     per_sample.set_title("held-out greedy accuracy", fontsize=9)
-    per_step.set_xlabel("optimizer step")
+    per_step.set_xlabel("optimizer step (GRPO: one per rollout batch)")
     per_step.set_title("held-out greedy accuracy", fontsize=9)
+    reward.axhline(0.5, color="gray", linestyle=":", label="chance")
     reward.set_title("implicit reward ranks right above wrong", fontsize=9)
-    reward.set_ylim(0.4, 1.02)
+    reward.set_ylim(0.2, 1.02)
     for ax in (per_sample, reward):
         ax.legend(fontsize=7)
     save_figure(fig, args, "dpo_online")
