@@ -44,6 +44,13 @@ def check_sft(cfg) -> None:
     require(not cfg.verbose_fixed or (cfg.verbose > 0 and cfg.verbose_max >= 1),
             "--verbose_fixed pads with --verbose_max empty steps at the chance --verbose: "
             "both must be > 0")
+    require(0 <= cfg.mixed_fraction <= 1, "--mixed_fraction must be in [0, 1]")
+    require(cfg.n_demonstrations is None or cfg.n_demonstrations >= 1,
+            "--n_demonstrations must be >= 1 (or none)")
+    require(cfg.corpus == "demonstrations" or not (cfg.abstain_fraction or cfg.direct_fraction
+                                                   or cfg.verbose),
+            f"--corpus {cfg.corpus} is plain text: --abstain_fraction, --direct_fraction and "
+            f"--verbose shape demonstrations only")
     check_task(cfg)
 
 
@@ -66,6 +73,10 @@ def check_dpo(cfg) -> None:
             f"--label_smoothing applies to sigmoid and robust, not {cfg.loss_type}")
     require(cfg.simpo_gamma >= 0 and cfg.nll_weight >= 0, "--simpo_gamma and --nll_weight must be >= 0")
     require(cfg.batch_size >= 1, "--batch_size must be >= 1")
+    require(cfg.rebuild_pairs_every is None or cfg.rebuild_pairs_every >= 1,
+            "--rebuild_pairs_every must be >= 1 (or none)")
+    require(0 <= cfg.fresh_pair_prompts <= cfg.n_test,
+            "--fresh_pair_prompts must be in [0, --n_test]")
     require(cfg.lr > 0, "--lr must be > 0")
     require(cfg.warmup_steps >= 0 and cfg.weight_decay >= 0 and cfg.max_grad_norm > 0,
             "--warmup_steps, --weight_decay must be >= 0 and --max_grad_norm > 0")

@@ -28,6 +28,12 @@ reference); simpo (Meng et al. 2024) has no reference, divides each log-prob by 
 and asks for a reward margin gamma (its paper uses beta 2-2.5 and gamma about beta / 2: --loss_type
 simpo --beta 2 --simpo_gamma 1; not tuned here).
 
+Iterative (online) DPO, --rebuild_pairs_every N: every N steps the training pairs are sampled
+anew from the policy as it is then (n_prompts fresh prompts each time), the reference staying
+the SFT model (Xiong et al. 2024; Guo et al. 2024's online DPO). --fresh_pair_prompts P scores
+the implicit reward, at every evaluation, on pairs sampled then from the policy on P held-out
+prompts: how stale the pairs it learnt from have become.
+
 Run:   python dpo.py                 (time and result: README, Quick start)
        python dpo.py --nll_weight 0  the paper's pure DPO: both log-probs fall, and so does accuracy
 Needs out/sft/model.pt (`python sft.py`; trained automatically if missing).
@@ -41,6 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +69,8 @@ class Config:
     n_prompts: int = 2048  # training prompts, sampled once before training
     samples_per_prompt: int = 8  # k completions per prompt, from which one pair is made
     temperature: float = 0.7  # sampling temperature (at 1.0 too few samples are right: few pairs)
+    rebuild_pairs_every: int | None = None  # iterative DPO: new pairs from the policy every N steps
+    fresh_pair_prompts: int = 0  # at evaluations: pairs sampled now on this many held-out prompts
     # --- algorithm ---
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "simpo"] = "sigmoid"  # preference loss
     beta: float = 0.1  # strength of the implicit KL to the reference (SimPO: reward scale)
@@ -227,6 +236,25 @@ def preference_accuracy(model, data, ref_logps, cfg) -> float:
     return pair_accuracy(chosen_rewards, rejected_rewards)
 
 
+def fresh_pair_accuracy(policy, reference, tokenizer, problems, max_new_tokens, cfg) -> dict:
+    """The implicit reward's accuracy on pairs sampled from the policy as it is now, on held-out
+    prompts: how well the reward it learnt ranks its own current answers (offline, its pairs come
+    from the SFT model and go stale as it moves away). Seeded and isolated: the run's random
+    state is the same afterwards as before."""
+    device = next(policy.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        pairs, stats = build_preference_pairs(policy, tokenizer, problems, cfg.samples_per_prompt,
+                                              cfg.temperature, max_new_tokens,
+                                              np.random.default_rng(cfg.seed))
+    if not pairs:  # every group all right or all wrong: nothing to rank
+        return {"fresh_preference_accuracy": None, "fresh_pairs": 0}
+    data = tokenize_pairs(pairs, tokenizer, device)
+    ref_logps = all_sequence_log_probs(reference, data) if reference is not None else None
+    return {"fresh_preference_accuracy": preference_accuracy(policy, data, ref_logps, cfg),
+            "fresh_pairs": len(pairs), "fresh_sample_accuracy": stats["sample_accuracy"]}
+
+
 def train(cfg: Config) -> dict:
     """Build the preference set, train, evaluate, save. Returns the summary also in summary.json."""
     run = runs.Run(cfg, sft.train_if_missing)  # checks out_dir, makes out/sft if missing, seeds
@@ -234,7 +262,9 @@ def train(cfg: Config) -> dict:
     reference = copy.deepcopy(policy).requires_grad_(False)  # pi_ref: frozen SFT model
     task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
 
-    # The offline preference sets, sampled once from the SFT model (= the reference).
+    # The preference sets, sampled from the SFT model (= the reference). Offline DPO trains on
+    # this one set throughout; iterative DPO replaces the training set every rebuild_pairs_every
+    # steps with pairs sampled from the policy as it is then (the reference stays the SFT model).
     train_pairs, train_stats = build_preference_pairs(
         reference, tokenizer, task.sample(cfg.n_prompts, rng), cfg.samples_per_prompt,
         cfg.temperature, task.max_new_tokens, rng)
@@ -247,17 +277,20 @@ def train(cfg: Config) -> dict:
     train_data = tokenize_pairs(train_pairs, tokenizer, device)  # each (2N, T)
     test_data = tokenize_pairs(test_pairs, tokenizer, device)
     n_pairs = len(train_pairs)
-    # Reference log-probs never change, so compute them once. SimPO has no reference.
+    # Reference log-probs never change, so compute them once (per pair set). SimPO has none.
     use_ref = cfg.loss_type != "simpo"
     ref_logps = all_sequence_log_probs(reference, train_data) if use_ref else None  # (2N,)
     test_ref_logps = all_sequence_log_probs(reference, test_data) if use_ref else None
-    del reference
     build_seconds = time.time() - run.t0
 
     def held_out():  # greedy task accuracy and the implicit reward's accuracy on held-out pairs
         metrics, samples = evaluate(policy, tokenizer, task.test, task.max_new_tokens)
         metrics["preference_accuracy"] = preference_accuracy(policy, test_data, test_ref_logps,
                                                              cfg)
+        if cfg.fresh_pair_prompts:  # pairs of the policy's own samples now, never trained on
+            metrics.update(fresh_pair_accuracy(policy, reference if use_ref else None,
+                                               tokenizer, task.test[:cfg.fresh_pair_prompts],
+                                               task.max_new_tokens, cfg))
         return metrics, samples
 
     decay = [p for p in policy.parameters() if p.dim() >= 2]  # no weight decay on biases and norms
@@ -272,10 +305,26 @@ def train(cfg: Config) -> dict:
               f"{len(test_pairs)} held-out pairs | built in {build_seconds:.0f} s",
               held_out(), policy=policy, optimizer=optimizer)
     B, per_epoch = cfg.batch_size, n_pairs // cfg.batch_size  # the last partial batch is dropped
+    every = cfg.rebuild_pairs_every or cfg.steps + 1  # offline: one set for the whole run
+    if cfg.rebuild_pairs_every:  # the pairs in use and the responses sampled so far, saved
+        run.saved.setdefault("pairs", train_pairs)
+        run.saved.setdefault("sampled_responses", cfg.n_prompts * cfg.samples_per_prompt)
     for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
-        # Outer loop: epochs over the fixed preference set, each in a new order (saved with the
-        # run's state, so that a resumed run goes on with its epoch's order).
-        i = (step - 1) % per_epoch * B  # this step's first pair in the epoch's order
+        if (step - 1) % every == 0 and step > 1:  # iterative DPO: pairs from the policy now
+            new_pairs, _ = build_preference_pairs(
+                policy, tokenizer, task.sample(cfg.n_prompts, rng), cfg.samples_per_prompt,
+                cfg.temperature, task.max_new_tokens, rng)
+            run.saved["sampled_responses"] += cfg.n_prompts * cfg.samples_per_prompt
+            if len(new_pairs) >= B:  # else (most groups all right or all wrong) keep the old
+                run.saved["pairs"] = new_pairs
+        if cfg.rebuild_pairs_every and run.saved["pairs"] is not train_pairs:  # a new set (or,
+            train_pairs = run.saved["pairs"]  # after --resume, the last one saved)
+            train_data = tokenize_pairs(train_pairs, tokenizer, device)
+            ref_logps = all_sequence_log_probs(reference, train_data) if use_ref else None
+            n_pairs, per_epoch = len(train_pairs), len(train_pairs) // B
+        # Outer loop: epochs over the preference set, each in a new order (saved with the run's
+        # state, so that a resumed run goes on with its epoch's order).
+        i = (step - 1) % every % per_epoch * B  # this step's first pair in the epoch's order
         if i == 0:
             run.saved["order"] = torch.from_numpy(rng.permutation(n_pairs))
         # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step
@@ -307,9 +356,12 @@ def train(cfg: Config) -> dict:
                "logps/chosen": logps[:B].mean().item(),
                "logps/rejected": logps[B:].mean().item(),
                "grad_norm": grad_norm.item(), "lr": lr}
+        if cfg.rebuild_pairs_every:  # the budget: responses sampled for training so far
+            row.update(sampled_responses=run.saved["sampled_responses"], train_pairs=n_pairs)
         is_eval = step % cfg.eval_every == 0 or step == cfg.steps
         run.log(row, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                      "logps/rejected", "nll", "eval_preference_accuracy"],
+                      "logps/rejected", "nll", "eval_preference_accuracy",
+                      "eval_fresh_preference_accuracy"],
                 held_out() if is_eval else None)
         if step % cfg.samples_every == 0:
             runs.log_generations(run.samples, title=f"held-out samples at step {step}")
@@ -319,6 +371,8 @@ def train(cfg: Config) -> dict:
         policy, f"dpo-{cfg.loss_type}", CURVES,
         f"DPO ({cfg.loss_type}, NLL weight {cfg.nll_weight}), {cfg.digits} digits",
         {"epochs": run.rows[-1]["step"] * B / n_pairs, "train_pairs": n_pairs,
+         **({"epochs": None, "sampled_responses": run.saved["sampled_responses"]}
+            if cfg.rebuild_pairs_every else {}),  # iterative: the last set's pairs
          "heldout_pairs": len(test_pairs), "train_preference_set": train_stats,
          "heldout_preference_set": test_stats, "build_seconds": round(build_seconds, 2)},
         evaluate_now=held_out)  # (start_ and final_preference_accuracy come with the evaluations)
@@ -330,7 +384,8 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("implicit rewards (beta * log-ratio)",
      ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
     ("summed response log-probs", ["logps/chosen", "logps/rejected"]),
-    ("preference accuracy", ["rewards/accuracies", "eval_preference_accuracy"]),
+    ("preference accuracy", ["rewards/accuracies", "eval_preference_accuracy",
+                             "eval_fresh_preference_accuracy"]),
     ("held-out task accuracy and format", ["eval_accuracy", "eval_format_rate"]),
     ("chosen NLL per token", ["nll"]),
     ("learning rate", ["lr"]),

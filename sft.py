@@ -19,6 +19,11 @@ Task knobs (off by default) for the experiments: --easy_digits 2 --hard_fraction
 hard problems, the kind visible in the prompt), --direct_fraction 0.5 (answers with an empty
 scratchpad), --abstain_fraction 0.3 (the "?" abstention), --verbose 0.4 --verbose_max 16
 (scratchpads padded with a few empty steps, at most 16: length that buys nothing).
+Pre-training is this file's loss on another text (off by default): --corpus traces reads plain
+documents, the demonstrations with their tags written as plain characters, every token a target
+(no prompt mask: plain text has no prompt); --corpus mixed --mixed_fraction 0.1 puts formatted
+demonstrations among them. --init_checkpoint starts from a trained model (SFT after
+pre-training); --n_demonstrations N reads a fixed set of N documents, epoch after epoch.
 Outputs: out/sft/{metrics.csv, curves.png, model.pt, summary.json}. `python sft.py -h` lists
 every flag.
 """
@@ -26,14 +31,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 import checks
 import runs
 from evaluation import evaluate
-from toy_model import (GPT, GPTConfig, get_response_log_probs, masked_mean, masked_normalize,
+from toy_model import (EOS, GPT, GPTConfig, get_response_log_probs, masked_mean, masked_normalize,
                        tokenize_prompt_and_output)
+
+CORPORA = ("demonstrations", "traces", "mixed")
 
 
 @dataclass
@@ -48,6 +56,11 @@ class Config:
     verbose_fixed: bool = False  # ... k is verbose_max with chance verbose, else 0 (no geometric)
     easy_digits: int | None = None  # if set, "easy" problems have operands below 10^easy_digits
     hard_fraction: float = 0.5  # with easy_digits: share of full-width "hard" training problems
+    # --- data ---
+    corpus: Literal[CORPORA] = "demonstrations"  # SFT's, plain text (pre-training) or a mix
+    mixed_fraction: float = 0.1  # corpus mixed: share of formatted demonstrations among traces
+    n_demonstrations: int | None = None  # a fixed set of N documents, cycled; None: fresh ones
+    init_checkpoint: str | None = None  # start from this model (a pre-trained one); None: random
     # --- model ---
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
@@ -102,6 +115,35 @@ def demonstrations(problems, abstain_fraction, rng, direct_fraction=0.0, verbose
     return targets
 
 
+def plain_document(problem) -> str:
+    """Pre-training text: the demonstration's knowledge without its format, each tag written as a
+    plain character (<think> and </think> as ",", <answer> as "=", </answer> dropped), so that
+    every step sits at the position it holds in the demonstration (the model's positions are
+    learnt: a step one place later is a new thing to learn):
+    "357+068=,7+8+0=15,5+6+1=12,3+0+1=04,=425<|endoftext|>"."""
+    return (problem.demonstration.replace("<think>", ",").replace("</think>", ",")
+            .replace("<answer>", "=").replace("</answer>", ""))
+
+
+def corpus_texts(problems, cfg, rng) -> tuple[list[str], list[str]]:
+    """(prompts, targets) of a batch; the loss reads the targets only. SFT (corpus
+    demonstrations): the problem's prompt, then its demonstration. Pre-training (the others): no
+    prompt, the whole document is the target, as plain text is read. corpus mixed: each document
+    is a formatted demonstration (prompt included) with probability mixed_fraction, else a
+    trace. Draws from rng only where a knob asks for a coin flip."""
+    if cfg.corpus == "demonstrations":
+        return [p.prompt for p in problems], demonstrations(
+            problems, cfg.abstain_fraction, rng, cfg.direct_fraction, cfg.verbose, cfg.verbose_max,
+            cfg.verbose_fixed)
+    if cfg.corpus == "mixed":
+        formatted = (rng.random(len(problems)) < cfg.mixed_fraction).tolist()
+        texts = [p.prompt + (p.demonstration if f else plain_document(p))
+                 for p, f in zip(problems, formatted)]
+    else:
+        texts = [p.prompt + plain_document(p) for p in problems]
+    return [""] * len(problems), texts
+
+
 def sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps,
                               normalize_constant=1.0):
     """One micro-batch of SFT: backward on the scaled negative log-likelihood.
@@ -120,9 +162,15 @@ def train(cfg: Config) -> dict:
     """Train, evaluate, save. Returns the summary that is also written to summary.json."""
     run = runs.Run(cfg)  # checks the output folder, seeds, builds the task
     task, tokenizer, device, rng = run.task, run.tokenizer, run.device, run.rng
-    model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
-                          n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
-                          dropout=cfg.dropout)).to(device)
+    if cfg.init_checkpoint is None:  # random weights (GPT-2 initialisation)
+        model = GPT(GPTConfig(vocab_size=tokenizer.n_vocab, max_seq_len=task.max_seq_len,
+                              n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model,
+                              dropout=cfg.dropout)).to(device)
+    else:  # a trained model, e.g. one pre-trained with --corpus traces
+        model = load_start(cfg, task, device)
+    fixed = None  # with n_demonstrations: (prompts, targets) of a fixed set, drawn once
+    if cfg.n_demonstrations is not None:
+        fixed = corpus_texts(task.sample(cfg.n_demonstrations, rng), cfg, rng)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # no weight decay on biases and norms
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -137,15 +185,20 @@ def train(cfg: Config) -> dict:
     for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
         # warm-up from 0 over warmup_steps, then cosine to lr / 10 at the last step
         lr = runs.set_lr(optimizer, runs.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps))
-        # 1. A fresh batch of demonstrations, never from the held-out set.
-        problems = task.sample(cfg.batch_size, rng)
-        targets = demonstrations(problems, cfg.abstain_fraction, rng, cfg.direct_fraction,
-                                 cfg.verbose, cfg.verbose_max, cfg.verbose_fixed)
+        # 1. A batch of documents, never from the held-out set: fresh ones, or the fixed set's
+        # next ones (each epoch in a new order).
+        if fixed is None:
+            prompts, targets = corpus_texts(task.sample(cfg.batch_size, rng), cfg, rng)
+        else:
+            queue = run.saved.setdefault("queue", [])
+            while len(queue) < cfg.batch_size:
+                queue += rng.permutation(cfg.n_demonstrations).tolist()
+            batch, run.saved["queue"] = queue[:cfg.batch_size], queue[cfg.batch_size:]
+            prompts, targets = [fixed[0][i] for i in batch], [fixed[1][i] for i in batch]
         nll_sum, n_tokens, entropy_sum = 0.0, 0, 0.0
         # 2. Gradient accumulation over micro-batches; each backward adds 1/k of the gradient.
         for i in range(0, cfg.batch_size, micro_size):
-            chunk = problems[i:i + micro_size]
-            batch = tokenize_prompt_and_output([p.prompt for p in chunk],
+            batch = tokenize_prompt_and_output(prompts[i:i + micro_size],
                                                targets[i:i + micro_size], tokenizer)
             input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
             response_mask = batch["response_mask"].to(device)  # (B, T)
@@ -154,7 +207,7 @@ def train(cfg: Config) -> dict:
                                       cfg.gradient_accumulation_steps, cfg.normalize_constant)
             nll_sum -= (out["log_probs"].detach() * response_mask).sum().item()
             n_tokens += response_mask.sum().item()
-            entropy_sum += masked_mean(out["token_entropy"], response_mask).item() * len(chunk)
+            entropy_sum += masked_mean(out["token_entropy"], response_mask).item() * micro_size
         # 3. Clip and step.
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm).item()
         optimizer.step()
@@ -172,6 +225,19 @@ def train(cfg: Config) -> dict:
 
     # 5. The end of the run: held-out evaluation, summary, curves, checkpoint.
     return run.finish(model, "sft", CURVES, f"SFT, {cfg.digits}-digit addition")
+
+
+def load_start(cfg: Config, task, device) -> GPT:
+    """--init_checkpoint's model, checked to be of this task and of the Config's sizes."""
+    model, _ = runs.load_checkpoint(cfg.init_checkpoint, digits=cfg.digits, device=device)
+    sizes = ("n_layer", "n_head", "d_model", "dropout")
+    runs.require(all(getattr(model.cfg, k) == getattr(cfg, k) for k in sizes),
+                 f"--init_checkpoint {cfg.init_checkpoint} is a model of other sizes: "
+                 + ", ".join(f"--{k} {getattr(model.cfg, k)}" for k in sizes))
+    runs.require(model.cfg.max_seq_len >= task.max_seq_len,
+                 f"--init_checkpoint {cfg.init_checkpoint} holds {model.cfg.max_seq_len} "
+                 f"positions; this task needs {task.max_seq_len}")
+    return model
 
 
 def train_if_missing(cfg) -> None:

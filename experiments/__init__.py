@@ -12,12 +12,12 @@ results.json. Only docs/regenerate.sh writes into docs/ (--docs_dir docs). docs/
 shows every figure with a caption saying what was measured and whether the lecture's claim held.
 common.py holds what they share.
 """
-from experiments import (abstain, dpo_nll, ei_vs_grpo, gae_lambda, kl_beta, length_bias,
-                         length_growth, off_policy, r1_pipeline, reward_hacking, rlhf_length,
-                         std_baseline, distill)
+from experiments import (abstain, distill, dpo_nll, dpo_online, ei_vs_grpo, gae_lambda, kl_beta,
+                         length_bias, length_growth, off_policy, r1_pipeline, reward_hacking,
+                         rlhf_length, sft_data, std_baseline)
 
 # name -> (run(args) -> dict of results, one-line description), in the order of docs/experiments.md
 EXPERIMENTS = {module.__name__.rsplit(".", 1)[-1]: (module.run, module.DESCRIPTION)
-               for module in (gae_lambda, length_bias, std_baseline, kl_beta, off_policy,
-                              ei_vs_grpo, reward_hacking, rlhf_length, dpo_nll, abstain,
-                              length_growth, r1_pipeline, distill)}
+               for module in (sft_data, gae_lambda, length_bias, std_baseline, kl_beta, off_policy,
+                              ei_vs_grpo, reward_hacking, rlhf_length, dpo_nll, dpo_online,
+                              abstain, length_growth, r1_pipeline, distill)}

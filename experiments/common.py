@@ -160,16 +160,17 @@ PASS_AT_K_QUICK = dict(n=4, ks=(1, 2, 4), n_problems=8)
 MODEL_COLORS = {"SFT": "tab:gray", "expert iteration": "tab:blue", "GRPO": "tab:orange"}
 
 
-def pass_at_k_of(checkpoint: str, args) -> dict:
-    """pass@k and maj@k of a checkpoint on the held-out problems (toy_model.evaluate_pass_at_k)."""
+def pass_at_k_of(checkpoint: str, args, keep_counts: bool = False) -> dict:
+    """pass@k and maj@k of a checkpoint on the held-out problems (toy_model.evaluate_pass_at_k);
+    with keep_counts, also each problem's count of correct samples ("correct_counts")."""
     spec = PASS_AT_K_QUICK if args.quick else PASS_AT_K
     model, ckpt = load_checkpoint(checkpoint)
     task = AdditionTask(ckpt["digits"])
     result = evaluate_pass_at_k(model, Tokenizer(), task.test[:spec["n_problems"]],
                                 task.max_new_tokens, n=spec["n"], ks=spec["ks"])
-    result.pop("correct_counts")
+    counts = result.pop("correct_counts")
     print(f"{checkpoint}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if "@" in k))
-    return result
+    return {**result, "correct_counts": counts} if keep_counts else result
 
 
 def plot_pass_at_k(ax, curves: dict[str, dict]) -> None:

@@ -1,6 +1,7 @@
 """dpo.py: exact values of the losses and their gradients, what the sequence log-probs count,
 the CS336 adapter against the batched loss, determinism, a learning check and smoke runs."""
 import copy
+import csv
 import hashlib
 import json
 import math
@@ -276,7 +277,8 @@ def test_cli_smoke_run_writes_the_four_outputs(small_sft, tmp_path):
 
 @pytest.mark.parametrize("args", [["--no-such-flag"], ["--loss_type", "robust", "--label_smoothing", "0.5"],
                                   ["--beta", "0"], ["--loss_type", "ipo", "--label_smoothing", "0.1"],
-                                  ["--digits", "3"], ["corrupt"]])
+                                  ["--digits", "3"], ["corrupt"], ["--rebuild_pairs_every", "0"],
+                                  ["--fresh_pair_prompts", "600"]])
 def test_bad_input_exits_2_without_traceback(args, small_sft, tmp_path):
     """Bad flags and values, a checkpoint for another digit count, a corrupt checkpoint."""
     if args == ["corrupt"]:
@@ -300,3 +302,47 @@ def test_pair_accuracy_counts_a_tie_as_half():
     chosen, rejected = torch.tensor([2.0, 1.0, 3.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 5.0])
     assert dpo.pair_accuracy(chosen, rejected) == pytest.approx((1 + 0.5 + 1 + 0) / 4)
     assert dpo.pair_accuracy(torch.zeros(3), torch.zeros(3)) == 0.5  # the start: all ties
+
+
+def test_iterative_pairs_come_from_the_current_policy(small_sft, tmp_path, monkeypatch):
+    """--rebuild_pairs_every 2: the set of step 3 is sampled from the policy after 2 steps (not
+    the SFT model) and is the one trained on; offline, both sets come from the SFT model."""
+    calls, tokenized = [], []
+    real_build, real_tokenize = dpo.build_preference_pairs, dpo.tokenize_pairs
+
+    def build(model, *a, **k):
+        pairs, stats = real_build(model, *a, **k)
+        calls.append(([p.detach().clone() for p in model.parameters()], pairs))
+        return pairs, stats
+
+    monkeypatch.setattr(dpo, "build_preference_pairs", build)
+    monkeypatch.setattr(dpo, "tokenize_pairs", lambda pairs, *a: tokenized.append(pairs) or
+                        real_tokenize(pairs, *a))
+    sft_params = list(load_checkpoint(small_sft[0])[0].parameters())
+    same_as_sft = lambda params: all(torch.equal(p, q) for p, q in zip(params, sft_params))
+    cfg = {**TINY, "eval_every": 1000}
+    dpo.train(dpo.Config(**cfg, sft_checkpoint=small_sft[0], out_dir=str(tmp_path / "offline")))
+    assert len(calls) == 2 and all(same_as_sft(params) for params, _ in calls)  # train, held-out
+    calls.clear()
+    summary = dpo.train(dpo.Config(**cfg, rebuild_pairs_every=2, sft_checkpoint=small_sft[0],
+                                   out_dir=str(tmp_path / "iterative")))
+    assert len(calls) == 3  # train, held-out, then the rebuild before step 3
+    assert same_as_sft(calls[0][0]) and not same_as_sft(calls[2][0])
+    assert tokenized[-1] is calls[2][1]  # the new set is what it trains on
+    rows = list(csv.DictReader(open(tmp_path / "iterative" / "metrics.csv")))[1:]
+    assert [int(float(r["sampled_responses"])) for r in rows] == [512, 512, 1024, 1024]
+    assert summary["sampled_responses"] == 1024  # 128 prompts x 4, twice
+
+
+def test_fresh_pairs_leave_the_training_path_alone(small_sft, tmp_path):
+    """--fresh_pair_prompts samples at every evaluation from its own seeded generators: the
+    training numbers are those of a run without it (here iterative, whose rebuild at step 3
+    samples after the evaluation of step 2), and its accuracy is a share of pairs."""
+    cfg = dict(TINY, sft_checkpoint=small_sft[0], eval_every=2, rebuild_pairs_every=2)
+    dpo.train(dpo.Config(**cfg, out_dir=str(tmp_path / "a")))
+    summary = dpo.train(dpo.Config(**cfg, fresh_pair_prompts=40, out_dir=str(tmp_path / "b")))
+    a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["eval_accuracy"] for r in a] == [r["eval_accuracy"] for r in b]
+    assert summary["final_fresh_pairs"] > 0 and 0 <= summary["final_fresh_preference_accuracy"] <= 1

@@ -55,6 +55,24 @@ def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
         assert set(saved["spread"]) == {"biased_beta_0.02", "biased_beta_1", "unbiased_beta_0.02"}
         assert set(saved["verdicts"]) <= set(saved["margins"]) | {
             "reward_models_fit_their_labels", "biased_proxy_pays_for_length"}
+    if name == "sft_data":  # every point of the figure: each N from both starts, the mixed run
+        for points in saved["sft"].values():
+            assert [p["n"] for p in points] == [2, 8]
+            assert all(0 <= p[k] <= 1 for p in points for k in ("accuracy", "format_rate"))
+        assert {"accuracy", "format_rate", "template_accuracy", "template_format_rate",
+                "formatted_read"} <= set(saved["mixed"])
+        assert 0 <= saved["pretrained"]["plain_accuracy"] <= 1
+    if name == "dpo_online":  # every curve of the figure, one point per evaluation
+        for run in ("offline", "iterative", "grpo"):
+            curve = saved[run]["curve"]
+            assert len(curve["step"]) == len(curve["accuracy"]) == len(curve["sampled_responses"])
+            if run != "grpo":
+                assert (len(curve["preference_accuracy"]) == len(curve["fresh_preference_accuracy"])
+                        == len(curve["step"]) - 1)
+        assert saved["iterative"]["sampled_responses"] > saved["offline"]["sampled_responses"]
+    if name == "ei_vs_grpo":  # pass@1 and pass@64 against the SFT model, with standard errors
+        for versus in saved["versus_sft"].values():
+            assert versus["pass@1_gain_se"] >= 0 and versus[f"{saved['top_k']}_gain_se"] >= 0
     if name == "abstain":  # the task's two kinds are both measured, before and after GRPO
         assert set(saved["before_sft"]["by_kind"]) == set(saved["after_grpo"]["by_kind"]) == {"easy", "hard"}
         assert saved["before_sft"]["n"] == 16 and saved["break_even_accuracy"] == pytest.approx(0.3)
@@ -66,7 +84,13 @@ EXPECTED_KEYS = {
                 "selective_accuracy_rises", "claim_holds"],
     "length_growth": ["rollout_len_first_10", "rollout_len_last_10", "len_growth", "scratchpad_share_first_10",
                       "scratchpad_share_last_10", "start_accuracy", "final_accuracy", "claim_holds"],
-    "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
+    "length_bias": ["sequence_mean", "constant", "precondition_met", "excess_wrong_len_growth",
+                    "claim_holds"],
+    "ei_vs_grpo": ["versus_sft", "top_k", "z_se", "claim_holds"],
+    "sft_data": ["pretrained", "sft", "mixed", "small_sft_goes_far",
+                 "sft_gives_format_not_knowledge", "mixed_pretraining_follows_format"],
+    "dpo_online": ["offline", "iterative", "grpo", "offline_pairs_go_stale",
+                   "rebuilding_closes_gap"],
     "rlhf_length": ["start", "reward_models", "runs", "measured", "spread", "verdicts", "margins",
                     "claim_holds"],
     "reward_hacking": ["runs", "best_of_n", "by_padding", "gao_fits", "shapes", "smallest_beta_hacked",
@@ -95,6 +119,11 @@ def test_every_experiment_file_is_registered_and_runnable_by_name():
     files = {f[:-3] for f in os.listdir(here) if f.endswith(".py")} - {"__init__", "__main__",
                                                                         "common"}
     assert set(experiments.EXPERIMENTS) == files
+def test_registry_holds_each_experiment_module_in_order():
+    assert list(experiments.EXPERIMENTS) == [
+        "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
+        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline", "sft_data",
+        "dpo_online"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.p
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {"sft": sft, "grpo": grpo, "dpo": dpo, "ppo": ppo, "expert_iteration": expert_iteration,
-           "distill": distill}
+           "distill": distill,
+           "sft_fixed_set": sft, "dpo_iterative": dpo}  # the last two: state of their own
 TINY = {  # a few seconds each; evaluations (and so saves) every few steps; the step counter name
     "sft": (dict(digits=2, n_layer=1, d_model=32, steps=12, eval_every=4, n_test=20), "steps"),
     "grpo": (dict(digits=2, n_test=20, steps=8, group_size=4, rollout_batch_size=16,
@@ -38,12 +39,19 @@ TINY = {  # a few seconds each; evaluations (and so saves) every few steps; the 
                               group_size=4, batch_size=8, eval_every=1), "n_ei_steps"),
     "distill": (dict(digits=2, n_test=20, steps=8, rollout_batch_size=16, eval_every=3,
                      temperature=1.0), "steps"),
+    # a fixed set read epoch by epoch, stopped mid-epoch; pairs rebuilt at steps 4, 7 and 10,
+    # stopped after step 4: the resumed run trains on the set that step 4 built
+    "sft_fixed_set": (dict(digits=2, n_layer=1, d_model=32, steps=12, eval_every=4, n_test=20,
+                           n_demonstrations=5, batch_size=4), "steps"),
+    "dpo_iterative": (dict(digits=2, n_test=40, n_prompts=64, samples_per_prompt=4, steps=12,
+                           batch_size=8, warmup_steps=1, eval_every=4, rebuild_pairs_every=3),
+                      "steps"),
 }
 
 
 def flags(name: str, sft_checkpoint: str, out_dir: str) -> dict:
     cfg = dict(TINY[name][0], device="cpu", log_every=1, samples_every=1000, out_dir=out_dir)
-    if name != "sft":
+    if MODULES[name] is not sft:
         cfg["sft_checkpoint"] = sft_checkpoint
     if name == "distill":  # the teacher: the student's own start will do here
         cfg["teacher_checkpoint"] = sft_checkpoint
@@ -60,7 +68,7 @@ def stop_after_first_evaluation(name: str, cfg: dict, sig: int) -> subprocess.Co
     """Run the script as a child and send it `sig` once the line of its first evaluated step
     (after which state.pt is on disk) is printed."""
     first_eval = cfg.get("eval_every", 1)
-    argv = [sys.executable, os.path.join(ROOT, f"{name}.py")]
+    argv = [sys.executable, os.path.join(ROOT, f"{MODULES[name].__name__}.py")]
     for k, v in cfg.items():
         argv += [f"--{k}", str(v)]
     # the child computes with the threads of this process (the whole run's), whatever the machine

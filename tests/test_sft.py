@@ -86,6 +86,11 @@ def test_help_lists_every_field():
     (["--d_model", "30", "--n_head", "4"], "--d_model"),
     (["--abstain_fraction", "1"], "--abstain_fraction"),
     (["--verbose_fixed", "--verbose_max", "8"], "--verbose_fixed"),
+    (["--corpus", "web"], "--corpus"),
+    (["--corpus", "mixed", "--mixed_fraction", "1.5"], "--mixed_fraction"),
+    (["--n_demonstrations", "0"], "--n_demonstrations"),
+    (["--corpus", "traces", "--direct_fraction", "0.5"], "plain text"),
+    (["--init_checkpoint", "no/such/model.pt"], "not found"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     res = run_in_process("sft.py", *args, "--out_dir", str(tmp_path / "out"))
@@ -145,3 +150,89 @@ def test_sft_learns(small_sft):
     assert summary["start_accuracy"] == 0.0
     assert summary["final_accuracy"] >= 0.3
     assert summary["final_format_rate"] >= 0.95
+
+
+def test_plain_document_is_the_demonstration_without_its_tags_at_the_same_positions():
+    """Pre-training text: each tag a plain character, so every step keeps its position."""
+    from toy_model import Problem, Tokenizer
+    p = Problem(357, 68, 3)
+    assert p.prompt + sft.plain_document(p) == \
+        "357+068=,7+8+0=15,5+6+1=12,3+0+1=04,=425<|endoftext|>"
+    tok = Tokenizer()
+    plain = tok.encode(p.prompt + sft.plain_document(p))
+    formatted = tok.encode(p.prompt + p.demonstration)
+    tags = {tok.encode(t)[0] for t in ("<think>", "</think>", "<answer>", "</answer>")}
+    same = [i for i, t in enumerate(formatted[:len(plain) - 1]) if t not in tags]
+    assert all(plain[i] == formatted[i] for i in same)  # digits, signs: where they were
+
+
+def corpus_cfg(**flags):
+    return sft.Config(**{"device": "cpu", **flags})
+
+
+def test_pretraining_corpus_holds_no_formatted_demonstration():
+    """--corpus traces: no prompt (every token is a target) and no tag anywhere, on many
+    problems; a run on demonstrations gets its prompts and formatted targets."""
+    import numpy as np
+    from toy_model import AdditionTask, tokenize_prompt_and_output, Tokenizer
+    problems = AdditionTask(3).sample(2000, np.random.default_rng(0))
+    prompts, texts = sft.corpus_texts(problems, corpus_cfg(corpus="traces"),
+                                      np.random.default_rng(1))
+    assert set(prompts) == {""}
+    tags = ("<think>", "</think>", "<answer>", "</answer>")
+    assert not any(tag in t for t in texts for tag in tags)
+    assert texts == [p.prompt + sft.plain_document(p) for p in problems]
+    batch = tokenize_prompt_and_output(prompts[:3], texts[:3], Tokenizer())
+    lengths = [len(Tokenizer().encode(t)) for t in texts[:3]]
+    assert batch["response_mask"].sum(1).tolist() == [n - 1 for n in lengths]  # all but the first
+    prompts, texts = sft.corpus_texts(problems[:5], corpus_cfg(), np.random.default_rng(1))
+    assert prompts == [p.prompt for p in problems[:5]]
+    assert texts == [p.demonstration for p in problems[:5]]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 1.0])
+def test_mixed_corpus_holds_the_share_of_demonstrations_the_flag_asks(fraction):
+    import numpy as np
+    from toy_model import AdditionTask
+    problems = AdditionTask(3).sample(4000, np.random.default_rng(0))
+    cfg = corpus_cfg(corpus="mixed", mixed_fraction=fraction)
+    prompts, texts = sft.corpus_texts(problems, cfg, np.random.default_rng(2))
+    formatted = [t == p.prompt + p.demonstration for t, p in zip(texts, problems)]
+    plain = [t == p.prompt + sft.plain_document(p) for t, p in zip(texts, problems)]
+    assert all(f != q for f, q in zip(formatted, plain)) and set(prompts) == {""}
+    assert abs(sum(formatted) / len(problems) - fraction) <= 0.015  # 3 standard errors at 0.1
+
+
+@pytest.mark.usefixtures("no_curves")
+@pytest.mark.slow
+def test_n_demonstrations_reads_a_fixed_set_epoch_by_epoch(tmp_path, monkeypatch):
+    """--n_demonstrations 4 with batches of 6: 3 steps read 18 documents, every one of the 4
+    distinct documents 4 or 5 times (each epoch holds each once), and nothing else."""
+    seen = []
+    real = sft.tokenize_prompt_and_output
+    monkeypatch.setattr(sft, "tokenize_prompt_and_output",
+                        lambda p, o, t: seen.extend(zip(p, o)) or real(p, o, t))
+    sft.train(sft.Config(digits=2, n_layer=1, d_model=32, batch_size=6, steps=3, device="cpu",
+                         n_test=20, eval_every=100, samples_every=100, n_demonstrations=4,
+                         out_dir=str(tmp_path)))
+    counts = {d: seen.count(d) for d in set(seen)}
+    assert len(seen) == 18 and len(counts) == 4 and sorted(counts.values()) == [4, 4, 5, 5]
+    assert seen[:4] != seen[4:8] or seen[4:8] != seen[8:12]  # each epoch in a new order
+
+
+@pytest.mark.usefixtures("no_curves")
+@pytest.mark.slow
+def test_init_checkpoint_starts_from_its_weights(tmp_path):
+    """A run from --init_checkpoint starts where that model ended (the same step-0 held-out
+    evaluation); a model of other sizes is one line, exit 2."""
+    tiny = dict(digits=2, n_layer=1, d_model=32, batch_size=8, device="cpu", n_test=20,
+                eval_every=100, samples_every=100)
+    first = sft.train(sft.Config(**tiny, steps=30, out_dir=str(tmp_path / "a")))
+    second = sft.train(sft.Config(**tiny, steps=1, init_checkpoint=str(tmp_path / "a" / "model.pt"),
+                                  out_dir=str(tmp_path / "b")))
+    assert second["start_entropy"] == first["final_entropy"]  # greedy on the same problems
+    assert first["start_entropy"] != first["final_entropy"]  # the check is not trivially true
+    res = run_in_process("sft.py", "--digits", "2", "--d_model", "64", "--init_checkpoint",
+                         str(tmp_path / "a" / "model.pt"), "--out_dir", str(tmp_path / "c"))
+    assert res.returncode == 2 and "--d_model 32" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
