@@ -12,10 +12,11 @@ every figure with a caption saying what was measured and whether the lecture's c
 common.py holds what they share.
 """
 from experiments import (abstain, dpo_nll, ei_vs_grpo, gae_lambda, kl_beta, length_bias,
-                         length_growth, off_policy, r1_pipeline, reward_hacking, std_baseline)
+                         length_growth, off_policy, r1_pipeline, reward_hacking, sampler_mismatch,
+                         std_baseline)
 
 # name -> (run(args) -> dict of results, one-line description), in the order of docs/experiments.md
 EXPERIMENTS = {module.__name__.rsplit(".", 1)[-1]: (module.run, module.DESCRIPTION)
                for module in (gae_lambda, length_bias, std_baseline, kl_beta, off_policy,
-                              ei_vs_grpo, reward_hacking, dpo_nll, abstain, length_growth,
-                              r1_pipeline)}
+                              sampler_mismatch, ei_vs_grpo, reward_hacking, dpo_nll, abstain,
+                              length_growth, r1_pipeline)}

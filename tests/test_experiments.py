@@ -60,6 +60,9 @@ EXPECTED_KEYS = {
     "length_bias": ["sequence_mean", "constant", "excess_wrong_len_growth", "claim_holds"],
     "reward_hacking": ["runs", "best_of_n", "gao_fits", "shapes", "smallest_beta_hacked",
                        "larger_beta_delays_fall", "claim_holds"],
+    "sampler_mismatch": ["engines_at_start", "matched", "stale none", "stale TIS token",
+                         "stale PPO clip", "bf16_hurts", "stale_hurts", "is_correction_recovers",
+                         "ppo_clip_recovers", "claim_holds"],
 }
 
 
@@ -77,8 +80,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, named, capsys):
 
 def test_registry_holds_each_experiment_module_in_order():
     assert list(experiments.EXPERIMENTS) == [
-        "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "ei_vs_grpo",
-        "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+        "gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy", "sampler_mismatch",
+        "ei_vs_grpo", "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
     for name, (run, description) in experiments.EXPERIMENTS.items():
         module = importlib.import_module(f"experiments.{name}")
         assert run is module.run and description == module.DESCRIPTION
