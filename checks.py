@@ -145,6 +145,27 @@ def check_grpo(cfg) -> None:
             "gradient")
     require(cfg.lr > 0 and cfg.max_grad_norm > 0 and cfg.weight_decay >= 0 and cfg.warmup_steps >= 0,
             "--lr and --max_grad_norm must be > 0, --weight_decay and --warmup_steps >= 0")
+    require(cfg.baseline != "maxrl" or not cfg.use_std_normalization,
+            "--baseline maxrl divides by the group mean instead of the std: add "
+            "--no-use_std_normalization")
+    require(cfg.baseline != "maxrl" or cfg.loss_type != "no_baseline",
+            "--baseline maxrl is an advantage; --loss_type no_baseline trains on the raw reward")
+    check_sampler(cfg)
+
+
+def check_sampler(cfg) -> None:
+    """grpo.py's inference engine and its correction."""
+    require(0 < cfg.sampler_top_p <= 1, "--sampler_top_p must be in (0, 1]")
+    require(cfg.sampler_stale_steps >= 0, "--sampler_stale_steps must be >= 0")
+    require(cfg.sampler_is_cap > 0, "--sampler_is_cap must be > 0")
+    require(cfg.sampler_is_floor is None or 0 <= cfg.sampler_is_floor < cfg.sampler_is_cap,
+            "--sampler_is_floor must be >= 0 and below --sampler_is_cap")
+    require(cfg.sampler_correction != "sampler_as_old"
+            or cfg.loss_type in ("grpo_clip", "grpo_no_clip", "cispo"),
+            f"--sampler_correction sampler_as_old puts the sampler in the ratio pi / pi_old: "
+            f"--loss_type grpo_clip, grpo_no_clip or cispo, not {cfg.loss_type}")
+    require(cfg.sampler_correction_level == "token" or cfg.sampler_correction in ("tis", "mis"),
+            "--sampler_correction_level sequence applies to --sampler_correction tis and mis")
 
 
 def check_distill(cfg) -> None:

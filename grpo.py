@@ -46,10 +46,21 @@ Variants, each one flag set or more (TRL implements each the same way):
     token log-ratio; its paper clips at --cliprange 3e-4 --cliprange_high 4e-4.
   - CISPO (MiniMax-M1, 2025): --loss_type cispo --length_normalization token_mean,
     -sg(min(rho, 1 + eps_high)) A log pi: a damped gradient where the clip gives none.
+  - MaxRL (Tajwar et al. 2026): --baseline maxrl --no-use_std_normalization, A = (r - mean) /
+    mean: the gradient of log pass-rate, not of the pass rate (CS336 2026 adds
+    --length_normalization constant).
   - off-policy: --epochs_per_rollout_batch 2 --train_batch_size 128.
+The sampler (off by default): an inference engine that is not the trainer, as in production RL,
+where vLLM samples in bf16 with its own kernels: --sampler_dtype bfloat16 (or float16), a
+truncated --sampler_top_p, --sampler_stale_steps N (asynchronous RL). Its log-probs against the
+trainer's are logged (sampler_kl, sampler_ratio_*), and --sampler_correction chooses what the loss
+does about them: none (TRL's vllm_importance_sampling_correction=False), sampler_as_old (they are
+pi_old in the ratio), tis or mis at --sampler_correction_level token or sequence, capped at
+--sampler_is_cap (compute_is_weights; TRL's vllm_importance_sampling_mode).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +77,7 @@ from toy_model import (encode_prompts, generate, get_response_log_probs, kl_pena
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
+SAMPLER_CORRECTIONS = ("none", "sampler_as_old", "tis", "mis")
 
 
 @dataclass
@@ -83,7 +95,7 @@ class Config:
     # --- algorithm ---
     loss_type: Literal[LOSS_TYPES] = "grpo_clip"  # -r logp, -A logp, clipped/plain ratio; cispo
     use_std_normalization: bool = True  # divide A by the group std (Dr. GRPO drops it)
-    baseline: Literal["group_mean", "leave_one_out"] = "group_mean"  # leave_one_out: RLOO
+    baseline: Literal["group_mean", "leave_one_out", "maxrl"] = "group_mean"  # RLOO, MaxRL
     ratio_level: Literal["token", "sequence"] = "token"  # sequence: GSPO's one ratio per response
     advantage_eps: float = 1e-6  # added to the group std: never a division by 0
     length_normalization: Literal[LENGTH_NORMALIZATIONS] = "sequence_mean"  # or Dr. GRPO, DAPO
@@ -94,6 +106,14 @@ class Config:
     kl_estimator: Literal["k1", "k3"] = "k3"  # k3 (DeepSeekMath); warning: k1 has no mean gradient
     drop_equal_reward_groups: bool = False  # skip groups with one reward value (DAPO-like)
     skip_zero_advantage: bool = True  # no forward/backward for rows with A = 0 (same gradient)
+    # --- sampler: an inference engine that differs from the trainer (off unless set) ---
+    sampler_dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # its copy's precision
+    sampler_top_p: float = 1.0  # it samples from the nucleus holding top_p (1.0: everything)
+    sampler_stale_steps: int = 0  # its weights are the trainer's of N steps ago (asynchronous RL)
+    sampler_correction: Literal[SAMPLER_CORRECTIONS] = "none"  # the loss's answer to the mismatch
+    sampler_correction_level: Literal["token", "sequence"] = "token"  # w per token or per response
+    sampler_is_cap: float = 2.0  # C: tis truncates w at C, mis drops tokens (responses) past C
+    sampler_is_floor: float | None = None  # tis raises w to it, mis drops below it; None: no floor
     # --- optimisation ---
     steps: int = 480  # rollout batches (CS336's n_grpo_steps); also the length of the lr schedule
     epochs_per_rollout_batch: int = 1  # passes over each rollout batch; > 1 is off-policy
@@ -120,36 +140,50 @@ class Config:
         checks.check_grpo(self)  # every bad value exits 2 with one line
 
 
-# CS336 Assignment 5's GRPO settings: `--preset cs336` sets every flag not given explicitly; in
-# Python, Config(**PRESETS["cs336"])
+# CS336 Assignment 5's GRPO settings: `--preset cs336` (the 2025 handout) or `--preset
+# cs336_2026` sets every flag not given explicitly; in Python, Config(**PRESETS["cs336"])
 PRESETS = {"cs336": dict(
     loss_type="reinforce_with_baseline", group_size=8, rollout_batch_size=256, temperature=1.0,
     min_new_tokens=4, train_batch_size=256, epochs_per_rollout_batch=1, steps=200, lr=1e-5,
     lr_schedule="constant", warmup_steps=0, weight_decay=0.0, beta1=0.9, beta2=0.95, beta=0.0)}
+PRESETS["cs336_2026"] = {**PRESETS["cs336"], "min_new_tokens": 0}  # no sampling_min_tokens
 
 
 # --- The algorithm (CS336 Assignment 5 names, arguments and reductions) -------------------------
 def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_ground_truths,
                                      group_size, advantage_eps, normalize_by_std, *,
-                                     leave_one_out=False):
+                                     baseline="group_mean"):
     """Score every response and normalise its reward within its group. Responses of one prompt
-    are consecutive: rows g*G ... g*G + G - 1. A = r - baseline, the group mean (leave_one_out,
-    RLOO: the mean of the group's other rewards), divided by the group's unbiased std +
-    advantage_eps if normalize_by_std. Returns (advantages, raw_rewards, metadata), (B,)."""
+    are consecutive: rows g*G ... g*G + G - 1. A = r - b, b the group mean (baseline
+    "leave_one_out", RLOO: the mean of the group's other rewards), divided by the group's unbiased
+    std + advantage_eps if normalize_by_std. Baseline "maxrl" (MaxRL, Tajwar et al. 2026,
+    arXiv:2602.02710) divides by the group mean instead, A = (r - mean) / (mean + advantage_eps):
+    its gradient is the mean grad log pi over the group's correct responses minus that over all
+    of them, an estimate of grad log p(x), p(x) the prompt's pass rate, where REINFORCE estimates
+    grad p(x) = p(x) grad log p(x): hard prompts count 1 / p(x) times more. It needs rewards >= 0
+    and no std; a group with no spread (all wrong: mean 0) gets A = 0, as in GRPO.
+    Returns (advantages, raw_rewards, metadata), (B,) each."""
     runs.require(len(rollout_responses) % group_size == 0 and (group_size >= 2 or not
                  normalize_by_std), "responses must be groups of group_size, and a std needs 2")
+    runs.require(baseline != "maxrl" or not normalize_by_std,
+                 "baseline maxrl divides by the group mean, not the std: normalize_by_std=False")
     scores = [reward_fn(r, g) for r, g in zip(rollout_responses, repeated_ground_truths)]
     raw_rewards = torch.tensor([s["reward"] for s in scores])  # (B,)
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
     spread = grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values
-    if leave_one_out:  # mean of the other G - 1: (sum - r_i) / (G - 1)
-        baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    mean = grouped.mean(dim=1, keepdim=True)  # (n_prompts, 1)
+    if baseline == "leave_one_out":  # b: mean of the other G - 1, (sum - r_i) / (G - 1)
+        b = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
     else:
-        baseline = grouped.mean(dim=1, keepdim=True)
+        b = mean  # the group mean (GRPO, MaxRL)
     # Exactly 0 for an all-equal group: the mean of equal floats can be off by an ulp.
-    advantages = torch.where(spread > 0, grouped - baseline, 0.0)  # (n_prompts, G)
+    advantages = torch.where(spread > 0, grouped - b, 0.0)  # (n_prompts, G)
     if normalize_by_std:
         advantages = advantages / (grouped.std(dim=1, keepdim=True) + advantage_eps)  # unbiased
+    if baseline == "maxrl":  # a group with spread has mean > 0 when no reward is negative
+        runs.require(bool((raw_rewards >= 0).all()), "--baseline maxrl needs rewards >= 0 "
+                     "(it divides by the group's mean reward, a pass rate)")
+        advantages = torch.where(spread > 0, advantages / (mean + advantage_eps), 0.0)
     metadata = {"reward": raw_rewards.mean().item(),  # and the mean of each other reward_fn key
                 **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0] if k != "reward"},
                 "zero_spread_fraction": (spread == 0).float().mean().item(),
@@ -218,14 +252,46 @@ def compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards=None, 
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
+def compute_is_weights(old_log_probs, sampler_log_probs, response_mask, correction,
+                       level="token", cap=2.0, floor=None):
+    """The sampler/trainer correction. An inference engine samples from pi_sampler, not from the
+    trainer's pi_old (lower precision, other kernels, truncation, stale weights), so the on-policy
+    gradient E_{pi_sampler}[A grad log pi] is biased; an importance weight w = pi_old / pi_sampler,
+    detached, on each token's loss turns it back into an estimate under pi_old. level "token":
+    one w per token, (B, T); "sequence": one per response, (B, 1), the product of its token
+    ratios. correction "tis" (truncated IS, Yao et al. 2025, fengyao.notion.site/off-policy-rl)
+    clamps w to [floor, cap]: bias where w > C, variance bounded by C. "mis" (masked IS, the
+    IcePop of Ring-1T, ringtech.notion.site/icepop) sets w to 0 outside [floor, cap]: those tokens
+    (responses) get no gradient at all. Sequence-level weights correct the whole response's
+    distribution (Liu, Li et al. 2025, richardli.xyz/rl-collapse) but their
+    spread grows with the length. TRL's GRPOTrainer does the same with
+    vllm_importance_sampling_mode = token_truncate, token_mask, sequence_truncate, sequence_mask
+    (vllm_importance_sampling_clip_max = C, _clip_min = floor). Cost: the trainer's log-probs of
+    the rollouts, one forward pass without gradient. Returns (weights, metadata)."""
+    log_ratio = (old_log_probs - sampler_log_probs) * response_mask  # (B, T)
+    if level == "sequence":
+        log_ratio = log_ratio.sum(dim=-1, keepdim=True)  # (B, 1): log of the product
+    ratio = torch.exp(log_ratio)
+    low = 0.0 if floor is None else floor
+    outside = (ratio > cap) | (ratio < low)  # (B, T) or (B, 1)
+    if correction == "tis":
+        weights = torch.clamp(ratio, min=low, max=cap)
+    elif correction == "mis":
+        weights = torch.where(outside, 0.0, ratio)
+    else:
+        raise ValueError(f"unknown sampler correction {correction!r}: tis or mis")
+    return weights, {"is_clipped": outside.expand_as(old_log_probs)}
+
+
 def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps,
                                loss_type, raw_rewards=None, advantages=None, old_log_probs=None,
                                cliprange=None, *, cliprange_high=None, ref_log_probs=None, beta=0.0,
                                kl_estimator="k3", length_normalization="sequence_mean",
                                normalize_constant=1.0, batch_response_tokens=None,
-                               ratio_level="token"):
-    """One micro-batch of GRPO: per-token loss (+ beta * KL to the reference if ref_log_probs is
-    given), reduce, scale, backward once; (loss, metadata). Reductions (defaults are CS336's):
+                               ratio_level="token", is_weights=None):
+    """One micro-batch of GRPO: per-token loss (times the sampler correction's is_weights, from
+    compute_is_weights, if given; + beta * KL to the reference if ref_log_probs is given), reduce,
+    scale, backward once; (loss, metadata). Reductions (defaults are CS336's):
     sequence_mean (DeepSeekMath, CS336): masked mean per sequence, mean over the micro-batch, / k
     (gradient_accumulation_steps); constant (Dr. GRPO): masked sum per sequence / normalize_constant
     then the same; token_mean (DAPO): masked sum / batch_response_tokens, the response-token count
@@ -233,6 +299,8 @@ def grpo_microbatch_train_step(policy_log_probs, response_mask, gradient_accumul
     loss_per_token, metadata = compute_policy_gradient_loss(
         policy_log_probs, loss_type, raw_rewards, advantages, old_log_probs, cliprange,
         cliprange_high, response_mask, ratio_level)
+    if is_weights is not None:  # the sampler correction: a detached weight on each token's loss
+        loss_per_token = loss_per_token * is_weights
     if ref_log_probs is not None:
         kl = kl_penalty(policy_log_probs, ref_log_probs, kl_estimator)  # (B, T)
         loss_per_token = loss_per_token + beta * kl
@@ -275,6 +343,52 @@ def token_mean(trained: list[dict], key: str) -> float | None:
     return masked_mean(torch.cat([t[key] for t in trained]).float(), mask).item()
 
 
+def make_sampler(policy, cfg):
+    """The inference engine, where a --sampler_ flag makes it differ from the trainer: a copy of
+    the policy in its own precision (synced each step by sync_sampler); else None, and the policy
+    samples itself, as in the lecture's loop."""
+    differs = (cfg.sampler_dtype != "float32" or cfg.sampler_top_p < 1
+               or cfg.sampler_stale_steps > 0 or cfg.sampler_correction != "none")
+    return copy.deepcopy(policy).to(getattr(torch, cfg.sampler_dtype)) if differs else None
+
+
+def sync_sampler(sampler, policy, history: list, stale_steps: int) -> None:
+    """Give the inference engine the trainer's weights as they were stale_steps steps ago (the
+    start's until then), cast to its precision; history keeps the last stale_steps + 1."""
+    history.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
+    del history[:-(stale_steps + 1)]
+    sampler.load_state_dict(history[0])
+
+
+def sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask) -> dict:
+    """How far the sampler is from the trainer on the rollout's tokens: the ratio pi / pi_sampler
+    (mean, std, share outside [0.9, 1.1]) and KL(pi_sampler || pi) per token (k3, unbiased on
+    tokens the sampler drew)."""
+    log_ratio = (trainer_log_probs - sampler_log_probs)[response_mask.bool()]  # (tokens,)
+    ratio = log_ratio.exp()
+    return {"sampler_ratio_mean": ratio.mean().item(), "sampler_ratio_std": ratio.std().item(),
+            "sampler_ratio_outside": ((ratio < 0.9) | (ratio > 1.1)).float().mean().item(),
+            "sampler_kl": (torch.expm1(log_ratio) - log_ratio).mean().item()}
+
+
+def correct_for_sampler(cfg, old_log_probs, trainer_log_probs, sampler_log_probs, response_mask):
+    """--sampler_correction: none leaves the loss as it is (the sampler's tokens are trained on as
+    if pi_old had drawn them); sampler_as_old makes the engine's log-probs the loss's pi_old, so
+    that the ratio is pi / pi_sampler and grpo_clip clips it (Tinker's PPO loss); tis and mis
+    weight each token's loss (compute_is_weights). Returns (old_log_probs, is_weights or None, the
+    log: sampler_mismatch's statistics, and the weights' mean and share truncated or masked)."""
+    log = sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask)
+    if cfg.sampler_correction in ("none", "sampler_as_old"):
+        return (sampler_log_probs if cfg.sampler_correction == "sampler_as_old"
+                else old_log_probs), None, log
+    weights, meta = compute_is_weights(trainer_log_probs, sampler_log_probs, response_mask,
+                                       cfg.sampler_correction, cfg.sampler_correction_level,
+                                       cfg.sampler_is_cap, cfg.sampler_is_floor)
+    log["is_weight_mean"] = masked_mean(weights.expand_as(response_mask), response_mask).item()
+    log["is_clipped_fraction"] = masked_mean(meta["is_clipped"].float(), response_mask).item()
+    return old_log_probs, weights, log
+
+
 def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     """Run GRPO from the SFT checkpoint, evaluate, save; returns the summary (also summary.json).
     reward(response, ground_truth) -> {"reward", "format_reward", "answer_reward", ...} scores a
@@ -290,6 +404,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     P, G, B = task.prompt_len, cfg.group_size, cfg.rollout_batch_size  # B = n_prompts x G
     micro_size = cfg.train_batch_size // cfg.gradient_accumulation_steps  # rows per forward
     on_policy = cfg.epochs_per_rollout_batch == 1 and cfg.train_batch_size == B  # 1 step a batch
+    sampler = make_sampler(policy, cfg)  # an inference engine unlike the trainer, or None
     loss_options = dict(  # the loss's fixed settings; Dr. GRPO's constant defaults to the budget
         cliprange=cfg.cliprange, cliprange_high=cfg.cliprange_high, beta=cfg.beta,
         kl_estimator=cfg.kl_estimator, length_normalization=cfg.length_normalization,
@@ -300,6 +415,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     # step 0: held-out greedy accuracy of the start; state.pt will save the policy and optimizer
     run.start(f"GRPO ({cfg.loss_type}) | {device} | {B // G} prompts x {G}",
               evaluate(policy, tokenizer, task.test, max_new), policy=policy, optimizer=optimizer)
+    history = None if sampler is None else run.saved.setdefault("sampler_history", [])  # stale
     for step in run.steps():  # 1 .. cfg.steps; Ctrl-C ends the loop after a whole step
         # linear warm-up to lr over warmup_steps (lr / warmup_steps at step 1), then cosine decay
         # to lr / 10 at the last step (or constant)
@@ -310,11 +426,16 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         t_rollout = time.time()
         problems = task.sample(B // G, rng)
         prompt_ids = encode_prompts(tokenizer, [p.prompt for p in problems], device)  # (n, P)
-        # (B, T) each: the mask is 1 on every sampled token up to and including end-of-text,
-        # 0 on the padding after it
-        response_ids, response_mask = generate(
-            policy, prompt_ids, max_new, tokenizer.eos_id, tokenizer.pad_id, num_samples=G,
-            temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)
+        if sampler is not None:  # the engine gets the trainer's weights (of N steps ago)
+            sync_sampler(sampler, policy, history, cfg.sampler_stale_steps)
+        # (B, T) each: the mask is 1 on every sampled token up to and including end-of-text, 0 on
+        # the padding after it; with a sampler, a third: the engine's log-probs of its tokens
+        rollout = generate(
+            policy if sampler is None else sampler, prompt_ids, max_new, tokenizer.eos_id,
+            tokenizer.pad_id, num_samples=G, temperature=cfg.temperature,
+            min_new_tokens=cfg.min_new_tokens, top_p=cfg.sampler_top_p,
+            return_log_probs=sampler is not None)
+        response_ids, response_mask = rollout[:2]
         prompt_ids = prompt_ids.repeat_interleave(G, dim=0)  # (B, P): row i has prompt i // G
         lengths = response_mask.sum(dim=1)  # (B,)
         tokens_per_second = lengths.sum().item() / (time.time() - t_rollout)
@@ -325,7 +446,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         ground_truths = [p.answer for p in problems for _ in range(G)]
         advantages, rewards, reward_meta = compute_group_normalized_rewards(
             reward, responses, ground_truths, G, cfg.advantage_eps, cfg.use_std_normalization,
-            leave_one_out=cfg.baseline == "leave_one_out")
+            baseline=cfg.baseline)
         advantages, rewards = advantages.to(device), rewards.to(device)  # (B,) each
 
         # 3. Old and reference log-probs, once per rollout batch, no gradient. Every log-prob is
@@ -340,6 +461,13 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
         need_ref = cfg.beta > 0 or is_eval  # with beta 0 the KL is only measured, at evaluations
         ref_log_probs = None if not need_ref else log_probs_without_grad(
             reference, input_ids, labels, cfg.temperature, micro_size)[:, P - 1:]  # (B, T)
+        is_weights, mismatch = None, {}  # the sampler correction's weights (tis, mis); its log
+        if sampler is not None:  # the engine's log-probs against the trainer's (pi_old's)
+            trainer_log_probs = old_log_probs if old_log_probs is not None else \
+                log_probs_without_grad(policy, input_ids, labels, cfg.temperature,
+                                       micro_size)[:, P - 1:]  # (B, T)
+            old_log_probs, is_weights, mismatch = correct_for_sampler(
+                cfg, old_log_probs, trainer_log_probs, rollout[2], response_mask)
         kept = torch.arange(len(responses), device=device)  # rows to train on
         if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
             kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
@@ -367,8 +495,10 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
                     loss, meta = grpo_microbatch_train_step(
                         log_probs, response_mask[rows], k, cfg.loss_type,
                         raw_rewards=rewards[rows, None], advantages=advantages[rows, None],
-                        old_log_probs=log_probs.detach() if on_policy else old_log_probs[rows],
+                        old_log_probs=log_probs.detach() if old_log_probs is None
+                        else old_log_probs[rows],  # on-policy: the forward's own, detached
                         ref_log_probs=None if ref_log_probs is None else ref_log_probs[rows],
+                        is_weights=None if is_weights is None else is_weights[rows],
                         batch_response_tokens=batch_tokens, **loss_options)
                     trained.append({"mask": response_mask[rows], **meta,
                                     "entropy": out["token_entropy"][:, P - 1:]})
@@ -394,7 +524,7 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
                if correct.any() else None,
                "response_len_incorrect": lengths[~correct].float().mean().item()
                if not correct.all() else None,
-               "tokens_per_second": tokens_per_second}
+               "tokens_per_second": tokens_per_second, **mismatch}
         # metrics.csv and the console line; every eval_every steps, held-out greedy accuracy
         run.log(row, SHOWN, evaluate(policy, tokenizer, task.test, max_new) if is_eval else None)
         if step % cfg.samples_every == 0:  # the first group of this step's rollouts
@@ -402,11 +532,12 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
             runs.log_generations([{"prompt": q.prompt, "response": r, "answer": q.answer,
                                    **reward(r, q.answer)} for r in responses[:G]],
                                  G, f"a group at step {step}")
-    return run.finish(policy, "grpo", CURVES, f"GRPO ({cfg.loss_type}), {cfg.digits} digits")
+    return run.finish(policy, "grpo", CURVES + (SAMPLER_CURVES if sampler is not None else []),
+                      f"GRPO ({cfg.loss_type}), {cfg.digits} digits")
 
 
 SHOWN = ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl_per_token",
-         "entropy", "response_len"]  # the console line's metrics.csv columns
+         "entropy", "response_len", "sampler_kl"]  # the console line's metrics.csv columns
 CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("rollout reward", ["reward", "format_reward", "answer_reward"]),
     ("held-out greedy accuracy and format", ["eval_accuracy", "eval_format_rate"]),
@@ -416,6 +547,12 @@ CURVES = [  # curves.png: (panel title, metrics.csv columns)
     ("groups with zero reward spread", ["zero_spread_fraction"]),
     ("clip fraction", ["clip_fraction"]), ("gradient norm (before clipping)", ["grad_norm"]),
     ("learning rate", ["lr"])]
+SAMPLER_CURVES = [  # with a sampler that differs from the trainer
+    ("sampler vs trainer: KL(pi_sampler || pi) per token", ["sampler_kl"]),
+    ("ratio pi / pi_sampler: std, share outside [0.9, 1.1]",
+     ["sampler_ratio_std", "sampler_ratio_outside"]),
+    ("correction: mean weight, share truncated or masked",
+     ["is_weight_mean", "is_clipped_fraction"])]
 
 if __name__ == "__main__":
     runs.run_script(train, Config, __doc__)

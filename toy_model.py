@@ -210,11 +210,12 @@ class KVCache:
     for the prompt plus the new tokens, filled in place (reallocated once, G times bigger, when each
     prompt gets G samples); a position is read only after it is written, so torch.empty will do."""
 
-    def __init__(self, cfg: GPTConfig, batch: int, device, max_len: int | None = None):
+    def __init__(self, cfg: GPTConfig, batch: int, device, max_len: int | None = None,
+                 dtype=torch.float32):
         max_len = cfg.max_seq_len if max_len is None else max_len
         shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.d_model // cfg.n_head)
-        self.k = torch.empty(shape, device=device)
-        self.v = torch.empty(shape, device=device)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # the model's dtype
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0  # how many positions are filled
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -307,21 +308,39 @@ class GPT(nn.Module):
         return self.head(self.hidden(idx, cache))  # (B, T, vocab) logits
 
 
+def truncate_logits(logits: torch.Tensor, top_p: float = 1.0) -> torch.Tensor:
+    """Nucleus (top-p) truncation, as inference engines sample: keep the smallest set of likeliest
+    tokens whose probability reaches top_p, give the rest -inf. (B, V) -> (B, V); 1.0 keeps all."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
+    probs = sorted_logits.softmax(dim=-1)
+    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p  # the likelier tokens already hold top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocab order
+    return logits.masked_fill(drop, -float("inf"))
+
+
 @torch.inference_mode()
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int,
              num_samples: int = 1, temperature: float = 1.0, min_new_tokens: int = 0,
-             use_cache: bool = True, suppress_ids: tuple[int, ...] = ()):
+             use_cache: bool = True, suppress_ids: tuple[int, ...] = (), top_p: float = 1.0,
+             return_log_probs: bool = False):
     """Sample num_samples completions of each prompt. prompt_ids: (N, P), all of one length.
     Returns (response_ids, response_mask), both (N * num_samples, T) with T <= max_new_tokens,
     completions of prompt i in rows i*num_samples ... (i+1)*num_samples - 1. The mask covers
     every sampled token up to and including end-of-text; after it the ids are padding and the mask
     is 0. temperature 0 is greedy. End-of-text is suppressed for the first min_new_tokens tokens,
-    the tokens in suppress_ids at every step (e.g. "?": what would it say if it cannot abstain?)"""
+    the tokens in suppress_ids at every step (e.g. "?": what would it say if it cannot abstain?).
+    top_p < 1 samples from the nucleus (truncate_logits). return_log_probs adds a third (N *
+    num_samples, T) tensor: each sampled token's log-prob under the distribution it was drawn from
+    (after the temperature, the suppressions and top_p; 0 when greedy), what an inference engine
+    reports as its log-probs. A model in bfloat16 or float16 samples in that precision."""
     was_training = model.training
     model.eval()
     if use_cache:  # prefill each distinct prompt once, then copy its cache for every sample
         cache = KVCache(model.cfg, prompt_ids.shape[0], prompt_ids.device,
-                        max_len=min(prompt_ids.shape[1] + max_new_tokens, model.cfg.max_seq_len))
+                        max_len=min(prompt_ids.shape[1] + max_new_tokens, model.cfg.max_seq_len),
+                        dtype=model.head.weight.dtype)
         logits = model(prompt_ids, cache)[:, -1].repeat_interleave(num_samples, dim=0)  # (B, V)
         cache.repeat_interleave(num_samples)
     else:  # recompute the whole sequence every step: what the cache saves us from
@@ -329,8 +348,9 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
         logits = model(seq)[:, -1]
     B = logits.shape[0]
     done = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
-    tokens, masks = [], []
+    tokens, masks, log_probs = [], [], []
     for t in range(max_new_tokens):
+        logits = logits.float()  # a low-precision model's logits, sampled in float32 as engines do
         if t < min_new_tokens:
             logits[:, eos_id] = -float("inf")
         if suppress_ids:
@@ -338,7 +358,11 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
         if temperature == 0:
             next_id = logits.argmax(dim=-1)
         else:
-            next_id = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+            scaled = truncate_logits(logits / temperature, top_p)  # (B, V)
+            next_id = torch.multinomial(F.softmax(scaled, dim=-1), 1).squeeze(1)
+        if return_log_probs:
+            log_probs.append(torch.zeros(B, device=logits.device) if temperature == 0 else
+                             F.log_softmax(scaled, dim=-1).gather(1, next_id[:, None]).squeeze(1))
         masks.append(~done)  # done is the previous step's: this token (even end-of-text) counts
         next_id = torch.where(done, pad_id, next_id)  # finished rows only get padding
         tokens.append(next_id)
@@ -351,7 +375,10 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: 
             seq = torch.cat([seq, next_id[:, None]], dim=1)
             logits = model(seq)[:, -1]
     model.train(was_training)
-    return torch.stack(tokens, dim=1), torch.stack(masks, dim=1).long()
+    mask = torch.stack(masks, dim=1).long()
+    if return_log_probs:  # 0 after end-of-text, like the padding
+        return torch.stack(tokens, dim=1), mask, torch.stack(log_probs, dim=1) * mask
+    return torch.stack(tokens, dim=1), mask
 
 
 def encode_prompts(tokenizer: Tokenizer, prompts: list[str], device) -> torch.Tensor:

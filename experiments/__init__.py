@@ -14,10 +14,10 @@ common.py holds what they share.
 """
 from experiments import (abstain, distill, dpo_nll, dpo_online, ei_vs_grpo, gae_lambda, kl_beta,
                          length_bias, length_growth, off_policy, r1_pipeline, reward_hacking,
-                         rlhf_length, sft_data, std_baseline)
+                         rlhf_length, sampler_mismatch, sft_data, std_baseline)
 
 # name -> (run(args) -> dict of results, one-line description), in the order of docs/experiments.md
 EXPERIMENTS = {module.__name__.rsplit(".", 1)[-1]: (module.run, module.DESCRIPTION)
                for module in (sft_data, gae_lambda, length_bias, std_baseline, kl_beta, off_policy,
-                              ei_vs_grpo, reward_hacking, rlhf_length, dpo_nll, dpo_online,
-                              abstain, length_growth, r1_pipeline, distill)}
+                              sampler_mismatch, ei_vs_grpo, reward_hacking, rlhf_length, dpo_nll,
+                              dpo_online, abstain, length_growth, r1_pipeline, distill)}

@@ -59,7 +59,7 @@ def test_leave_one_out_is_group_mean_scaled():
         fn = lambda r, g: {"reward": next(it), "format_reward": 1.0, "answer_reward": 0.0}
         return grpo.compute_group_normalized_rewards(fn, ["x"] * 12, ["y"] * 12, 4, 1e-6,
                                                      False, **kwargs)[0]
-    loo, mean = advantages(leave_one_out=True), advantages()
+    loo, mean = advantages(baseline="leave_one_out"), advantages()
     torch.testing.assert_close(loo, mean * 4 / 3)
     assert loo[0].item() == pytest.approx(1.0 - (0.0 + 0.0 + 1.0) / 3)
     assert torch.equal(loo[8:], torch.zeros(4))  # no spread, exactly 0

@@ -309,6 +309,33 @@ def test_cispo_equals_trl(folder, tmp_path, level):
 
 def test_rloo_advantages_equal_trl(folder, tmp_path):
     theirs = trl_advantages(folder, tmp_path, trl.RLOOTrainer, normalize_advantages=False)
-    mine = our_advantages(1e-6, False, leave_one_out=True)
+    mine = our_advantages(1e-6, False, baseline="leave_one_out")
     torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)
     assert (mine - our_advantages(1e-6, False)).abs().max() > 0.1  # not the group mean's
+
+
+# --- The sampler correction: TRL's vLLM importance sampling ---------------------------------------
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate",
+                                  "sequence_mask"])
+def test_sampler_correction_equals_trl(folder, tmp_path, mode):
+    """TRL multiplies each token's loss by its vllm_importance_sampling_mode weight (before the KL
+    term is added); ours multiplies it by compute_is_weights' weight: the same loss and gradient.
+    TRL computes the weight while it samples with vLLM, absent here: its loss path only."""
+    model, trainer = grpo_trainer(folder, tmp_path, loss_type="grpo", beta=0.04,
+                                  use_bias_correction_kl=False)
+    trainer.use_vllm = trainer.vllm_importance_sampling_correction = True
+    inputs = rollout_tensors()
+    with torch.no_grad():  # pi_old as trl_and_ours makes it, and an engine 0.3 nats off
+        old = policy_log_probs(trainer, model, inputs) + inputs["noise_old"]
+    sampler = old + 0.3 * torch.randn(B, T, generator=torch.Generator().manual_seed(1))
+    level, kind = mode.split("_")
+    weights, meta = grpo.compute_is_weights(old, sampler, inputs["completion_mask"],
+                                            {"truncate": "tis", "mask": "mis"}[kind], level,
+                                            cap=1.2 if level == "token" else 2.0)
+    assert meta["is_clipped"].any() and not meta["is_clipped"].all()
+    inputs = {**inputs, "importance_sampling_ratio": weights}
+    theirs, mine = trl_and_ours(trainer, model, inputs,
+                                {**REDUCTIONS["grpo"], "is_weights": weights})
+    assert_same(theirs, mine)
+    _, plain = trl_and_ours(trainer, model, inputs, REDUCTIONS["grpo"])
+    assert (plain[0] - theirs[0]).abs() > 1e-4  # the weights matter in these tensors
