@@ -80,7 +80,8 @@ def gradient_noise(checkpoint: str, batches: int, prompts: int, seed: int = 0) -
             reward = SHIFTED if shifted else grpo.reward_fn
             for name, (loss_type, by_std, leave_one_out) in schemes.items():
                 advantages, raw, _ = grpo.compute_group_normalized_rewards(
-                    reward, texts, truths, G, 1e-6, by_std, leave_one_out=leave_one_out)
+                    reward, texts, truths, G, 1e-6, by_std,
+                    baseline="leave_one_out" if leave_one_out else "group_mean")
                 model.zero_grad(set_to_none=True)
                 log_probs = get_response_log_probs(model, seq[:, :-1], seq[:, 1:],
                                                    temperature=T)["log_probs"][:, P - 1:]
