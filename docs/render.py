@@ -17,10 +17,19 @@ BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.
 
 
 def load(kind, name, missing=None):
-    """docs/results/KIND/NAME.json, or None (noted in `missing`, if given) when it is absent."""
+    """docs/results/KIND/NAME.json, or None (noted in `missing`, if given) when it is absent. A
+    result kept from earlier code (docs/results/earlier/KIND/NAME.json: its settings are no longer
+    what the command runs, and it has not been rerun yet) comes with its machine marked so."""
     path = RESULTS / kind / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
+    earlier = RESULTS / "earlier" / kind / f"{name}.json"
+    if earlier.exists():
+        d = json.loads(earlier.read_text())
+        d["machine"] += (" - **measured on earlier code** whose settings differ from today's; "
+                         f"rerun `bash docs/regenerate.sh {name if kind == 'experiments' else kind}`"
+                         " to update")
+        return d
     if missing is not None:
         missing.append(f"{kind}/{name}.json")
     return None
@@ -65,8 +74,8 @@ def render_defaults(missing):
     return "\n".join(head + rows) + "\n"
 
 
-EXPERIMENTS = ["gae_lambda", "length_bias", "std_baseline", "kl_beta", "off_policy",
-               "ei_vs_grpo", "reward_hacking", "dpo_nll", "abstain", "length_growth", "r1_pipeline"]
+sys.path.insert(0, str(ROOT))
+from experiments import EXPERIMENTS  # noqa: E402  every experiment, in the order of its page
 
 
 def verdict_word(results):
