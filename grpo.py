@@ -35,13 +35,15 @@ group-normalised advantage (CS336's reinforce_with_baseline). Departures (why: d
 The std division makes every group's advantages unit-size, whatever the rewards' scale: a tiny
 shaping term (a length penalty) in a group whose answers are all right becomes advantages of +-1.
 Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
-in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag.
+in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag. A shaped reward
+is a function passed to train: grpo.train(Config(), reward=lambda response, answer:
+{**reward_fn(response, answer), "reward": ...}) (the other keys are logged as columns).
 Variants, each one flag set or more (TRL implements each the same way):
   - Dr. GRPO: --no-use_std_normalization --length_normalization constant.
   - DAPO: --cliprange_high 0.28 --length_normalization token_mean --drop_equal_reward_groups
     (the last without DAPO's resampling).
   - RLOO (Ahmadian et al. 2024): --baseline leave_one_out --no-use_std_normalization: the mean
-    of the other G - 1 rewards, G / (G - 1) times GRPO's r - mean (the std would cancel it).
+    of the other G - 1 rewards, G / (G - 1) times GRPO's r - mean (the paper divides by no std).
   - GSPO (Zheng et al. 2025): --ratio_level sequence, one ratio per response, the exp of its mean
     token log-ratio; its paper clips at --cliprange 3e-4 --cliprange_high 4e-4.
   - CISPO (MiniMax-M1, 2025): --loss_type cispo --length_normalization token_mean,
@@ -74,6 +76,15 @@ import sft
 from evaluation import evaluate
 from toy_model import (encode_prompts, generate, get_response_log_probs, kl_penalty, masked_mean,
                        masked_normalize, reward_fn)
+# What they give (toy_model.py): reward_fn(response, answer) -> {"reward", "format_reward",
+# "answer_reward"} floats (the response text ends in <|endoftext|>). Every prompt of the task has
+# one length P, so prompt and response ids concatenate as they are (CS336's
+# tokenize_prompt_and_output for prompts of many lengths). get_response_log_probs(model, input_ids,
+# labels) -> {"log_probs": (B, L) log softmax(logits / temperature) at each label, optionally
+# "token_entropy"}, over the whole sequence: [:, P - 1:] keeps the response. masked_mean(x, mask,
+# dim=None) averages the entries where mask is 1 (dim None: all of them); masked_normalize sums
+# them and divides by a constant. kl_penalty(log_probs, ref_log_probs, "k3") is r - 1 - log r
+# per token with r = pi_ref / pi_theta.
 
 LOSS_TYPES = ("no_baseline", "reinforce_with_baseline", "grpo_clip", "grpo_no_clip", "cispo")
 LENGTH_NORMALIZATIONS = ("sequence_mean", "constant", "token_mean")
@@ -168,7 +179,7 @@ def compute_group_normalized_rewards(reward_fn, rollout_responses, repeated_grou
     runs.require(baseline != "maxrl" or not normalize_by_std,
                  "baseline maxrl divides by the group mean, not the std: normalize_by_std=False")
     scores = [reward_fn(r, g) for r, g in zip(rollout_responses, repeated_ground_truths)]
-    raw_rewards = torch.tensor([s["reward"] for s in scores])  # (B,)
+    raw_rewards = torch.tensor([s["reward"] for s in scores], dtype=torch.float32)  # (B,)
     grouped = raw_rewards.view(-1, group_size)  # (n_prompts, G)
     spread = grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values
     mean = grouped.mean(dim=1, keepdim=True)  # (n_prompts, 1)
@@ -343,52 +354,6 @@ def token_mean(trained: list[dict], key: str) -> float | None:
     return masked_mean(torch.cat([t[key] for t in trained]).float(), mask).item()
 
 
-def make_sampler(policy, cfg):
-    """The inference engine, where a --sampler_ flag makes it differ from the trainer: a copy of
-    the policy in its own precision (synced each step by sync_sampler); else None, and the policy
-    samples itself, as in the lecture's loop."""
-    differs = (cfg.sampler_dtype != "float32" or cfg.sampler_top_p < 1
-               or cfg.sampler_stale_steps > 0 or cfg.sampler_correction != "none")
-    return copy.deepcopy(policy).to(getattr(torch, cfg.sampler_dtype)) if differs else None
-
-
-def sync_sampler(sampler, policy, history: list, stale_steps: int) -> None:
-    """Give the inference engine the trainer's weights as they were stale_steps steps ago (the
-    start's until then), cast to its precision; history keeps the last stale_steps + 1."""
-    history.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
-    del history[:-(stale_steps + 1)]
-    sampler.load_state_dict(history[0])
-
-
-def sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask) -> dict:
-    """How far the sampler is from the trainer on the rollout's tokens: the ratio pi / pi_sampler
-    (mean, std, share outside [0.9, 1.1]) and KL(pi_sampler || pi) per token (k3, unbiased on
-    tokens the sampler drew)."""
-    log_ratio = (trainer_log_probs - sampler_log_probs)[response_mask.bool()]  # (tokens,)
-    ratio = log_ratio.exp()
-    return {"sampler_ratio_mean": ratio.mean().item(), "sampler_ratio_std": ratio.std().item(),
-            "sampler_ratio_outside": ((ratio < 0.9) | (ratio > 1.1)).float().mean().item(),
-            "sampler_kl": (torch.expm1(log_ratio) - log_ratio).mean().item()}
-
-
-def correct_for_sampler(cfg, old_log_probs, trainer_log_probs, sampler_log_probs, response_mask):
-    """--sampler_correction: none leaves the loss as it is (the sampler's tokens are trained on as
-    if pi_old had drawn them); sampler_as_old makes the engine's log-probs the loss's pi_old, so
-    that the ratio is pi / pi_sampler and grpo_clip clips it (Tinker's PPO loss); tis and mis
-    weight each token's loss (compute_is_weights). Returns (old_log_probs, is_weights or None, the
-    log: sampler_mismatch's statistics, and the weights' mean and share truncated or masked)."""
-    log = sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask)
-    if cfg.sampler_correction in ("none", "sampler_as_old"):
-        return (sampler_log_probs if cfg.sampler_correction == "sampler_as_old"
-                else old_log_probs), None, log
-    weights, meta = compute_is_weights(trainer_log_probs, sampler_log_probs, response_mask,
-                                       cfg.sampler_correction, cfg.sampler_correction_level,
-                                       cfg.sampler_is_cap, cfg.sampler_is_floor)
-    log["is_weight_mean"] = masked_mean(weights.expand_as(response_mask), response_mask).item()
-    log["is_clipped_fraction"] = masked_mean(meta["is_clipped"].float(), response_mask).item()
-    return old_log_probs, weights, log
-
-
 def train(cfg: Config, reward=reward_fn, task=None) -> dict:
     """Run GRPO from the SFT checkpoint, evaluate, save; returns the summary (also summary.json).
     reward(response, ground_truth) -> {"reward", "format_reward", "answer_reward", ...} scores a
@@ -469,7 +434,10 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
             old_log_probs, is_weights, mismatch = correct_for_sampler(
                 cfg, old_log_probs, trainer_log_probs, rollout[2], response_mask)
         kept = torch.arange(len(responses), device=device)  # rows to train on
-        if cfg.drop_equal_reward_groups:  # a group with one reward value has A = 0: only noise
+        # A group with one reward value has A = 0: its rows add no gradient (beta 0). Dropping them
+        # (DAPO-like) also drops them from the divisor, so the other rows weigh more; the speed-only
+        # skip below keeps the divisor, and so the update.
+        if cfg.drop_equal_reward_groups:
             kept = kept[(advantages.view(-1, G) != 0).any(dim=1).repeat_interleave(G)]
 
         # 4. Update: epochs over the rollout batch, an optimizer step per train batch.
@@ -534,6 +502,54 @@ def train(cfg: Config, reward=reward_fn, task=None) -> dict:
                                  G, f"a group at step {step}")
     return run.finish(policy, "grpo", CURVES + (SAMPLER_CURVES if sampler is not None else []),
                       f"GRPO ({cfg.loss_type}), {cfg.digits} digits")
+
+
+
+# --- The sampler: an inference engine unlike the trainer (off by default) -----------------------
+def make_sampler(policy, cfg):
+    """The inference engine, where a --sampler_ flag makes it differ from the trainer: a copy of
+    the policy in its own precision (synced each step by sync_sampler); else None, and the policy
+    samples itself, as in the lecture's loop."""
+    differs = (cfg.sampler_dtype != "float32" or cfg.sampler_top_p < 1
+               or cfg.sampler_stale_steps > 0 or cfg.sampler_correction != "none")
+    return copy.deepcopy(policy).to(getattr(torch, cfg.sampler_dtype)) if differs else None
+
+
+def sync_sampler(sampler, policy, history: list, stale_steps: int) -> None:
+    """Give the inference engine the trainer's weights as they were stale_steps steps ago (the
+    start's until then), cast to its precision; history keeps the last stale_steps + 1."""
+    history.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
+    del history[:-(stale_steps + 1)]
+    sampler.load_state_dict(history[0])
+
+
+def sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask) -> dict:
+    """How far the sampler is from the trainer on the rollout's tokens: the ratio pi / pi_sampler
+    (mean, std, share outside [0.9, 1.1]) and KL(pi_sampler || pi) per token (k3, unbiased on
+    tokens the sampler drew)."""
+    log_ratio = (trainer_log_probs - sampler_log_probs)[response_mask.bool()]  # (tokens,)
+    ratio = log_ratio.exp()
+    return {"sampler_ratio_mean": ratio.mean().item(), "sampler_ratio_std": ratio.std().item(),
+            "sampler_ratio_outside": ((ratio < 0.9) | (ratio > 1.1)).float().mean().item(),
+            "sampler_kl": (torch.expm1(log_ratio) - log_ratio).mean().item()}
+
+
+def correct_for_sampler(cfg, old_log_probs, trainer_log_probs, sampler_log_probs, response_mask):
+    """--sampler_correction: none leaves the loss as it is (the sampler's tokens are trained on as
+    if pi_old had drawn them); sampler_as_old makes the engine's log-probs the loss's pi_old, so
+    that the ratio is pi / pi_sampler and grpo_clip clips it (Tinker's PPO loss); tis and mis
+    weight each token's loss (compute_is_weights). Returns (old_log_probs, is_weights or None, the
+    log: sampler_mismatch's statistics, and the weights' mean and share truncated or masked)."""
+    log = sampler_mismatch(trainer_log_probs, sampler_log_probs, response_mask)
+    if cfg.sampler_correction in ("none", "sampler_as_old"):
+        return (sampler_log_probs if cfg.sampler_correction == "sampler_as_old"
+                else old_log_probs), None, log
+    weights, meta = compute_is_weights(trainer_log_probs, sampler_log_probs, response_mask,
+                                       cfg.sampler_correction, cfg.sampler_correction_level,
+                                       cfg.sampler_is_cap, cfg.sampler_is_floor)
+    log["is_weight_mean"] = masked_mean(weights.expand_as(response_mask), response_mask).item()
+    log["is_clipped_fraction"] = masked_mean(meta["is_clipped"].float(), response_mask).item()
+    return old_log_probs, weights, log
 
 
 SHOWN = ["reward", "format_reward", "zero_spread_fraction", "clip_fraction", "kl_per_token",

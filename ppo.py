@@ -22,7 +22,10 @@ Then `ppo_epochs` passes of shuffled minibatches minimise, averaged over a minib
         + c_v * 1/2 max((V_t - R_t)^2, (clip(V_t, V_old_t - eps_v, V_old_t + eps_v) - R_t)^2)
         - c_H * entropy_t
 
-with A_t whitened over the rollout's valid tokens (after the value targets were taken).
+with A_t whitened over the rollout's valid tokens (after the value targets were taken). The
+episode ends at the last response token, whether end-of-text or the budget's cut: V = 0 after it.
+The logged ratio, clip fraction and approx_kl are means over every minibatch of every epoch, the
+first (on-policy: ratio 1) included.
 
 Default variant and departures from InstructGPT (Ouyang et al. 2022), Ziegler et al. (2019) and
 "The N implementation details of RLHF with PPO" (Huang et al. 2024); the reasons: docs/ppo.md.
@@ -62,6 +65,13 @@ from reward_model import load_reward_model, save_reward_model, train_reward_mode
 from evaluation import evaluate
 from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_probs, kl_penalty,
                        masked_mean, reward_fn)
+# What they give (toy_model.py): generate -> (ids, mask), (B, T) each, the mask 1 on every sampled
+# token up to and including end-of-text; get_response_log_probs(model, input_ids, labels) ->
+# {"log_probs": (B, L) log softmax(logits / temperature) at each label, optionally
+# "token_entropy"} over the whole sequence ([:, P - 1:] keeps the response: every prompt has one
+# length P); ScalarHead(gpt)(ids) -> (B, L), one value per position, from a zero head;
+# masked_mean(x, mask) averages the entries where mask is 1; kl_penalty(log_probs, ref, "k1") is
+# log_probs - ref per token.
 
 
 @dataclass

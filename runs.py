@@ -380,13 +380,24 @@ def save_figure(fig, path: str, footer: str | None = None) -> None:
 
 def finish_figure(fig, footer: str | None = None) -> None:
     """What every figure gets: each legend moved under its panel (off the data) and, at the foot,
-    the command, code and machine that drew it (provenance(), unless a footer is given)."""
+    the command, code and machine that drew it (provenance(), unless a footer is given). The
+    figure grows by the room the tallest legend needs, so that the panels keep their height."""
+    entries = [len(ax.get_legend_handles_labels()[1]) for ax in fig.axes]
+    legend_room = 0.17 * max(entries, default=0) + 0.2  # inches: the legend lines, a margin
+    footer_room = 0.4  # inches: two lines of 9-point text
+    height = fig.get_figheight() + legend_room
+    fig.set_figheight(height)
+    bottom = footer_room / height  # panels, their legends included, are laid out above this
+    if fig.get_layout_engine() is not None:  # new_figure's constrained layout
+        fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
     for ax in fig.axes:
         if ax.get_legend() is not None or len(ax.get_legend_handles_labels()[0]) > 1:
             handles, labels = ax.get_legend_handles_labels()
-            ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22),
-                      ncol=1, frameon=False)
-    fig.supxlabel(textwrap.fill(footer or provenance(), 100), fontsize=9, color="dimgray")
+            ax.legend(handles, labels, loc="upper center", frameon=False, ncol=1,
+                      bbox_to_anchor=(0.5, 0), bbox_transform=ax.transAxes,
+                      borderaxespad=4.2)  # under the tick labels and the axis label
+    fig.text(0.5, 0.01, textwrap.fill(footer or provenance(), 100), ha="center", va="bottom",
+             fontsize=9, color="dimgray")
 
 
 def format_value(v) -> str:
@@ -656,36 +667,6 @@ class Run:
                                           for k, v in self.run_log.eval_metrics.items()})
         return self.run_log.finish(model, self.samples, algorithm, panels, title, extra,
                                    task=self.task)
-
-
-class UpdateStats:
-    """One rollout batch's policy update (GRPO), for the log: entropy, KL and clip fraction per
-    token, the range of the ratio, the mean loss per optimizer step and the last gradient norm."""
-
-    def __init__(self):
-        self.sums = dict.fromkeys(["loss", "entropy", "kl", "clipped", "tokens", "steps"], 0.0)
-        self.ratios, self.grad_norm = [], 0.0
-
-    def add(self, loss, meta, mask, token_entropy):
-        for key, per_token in (("tokens", mask), ("entropy", token_entropy),
-                               ("kl", meta.get("kl")), ("clipped", meta.get("clipped"))):
-            self.sums[key] += 0.0 if per_token is None else (per_token * mask).sum().item()
-        self.sums["loss"] += loss.item()
-        if "ratio" in meta:
-            self.ratios += [meta["ratio"][mask.bool()].min().item(),
-                            meta["ratio"][mask.bool()].max().item()]
-
-    def optimizer_step(self, grad_norm: float):
-        self.grad_norm, self.sums["steps"] = grad_norm, self.sums["steps"] + 1
-
-    def row(self, measured_kl: bool) -> dict:
-        n_tok = max(self.sums["tokens"], 1.0)  # 0 only if every group was dropped
-        return {"loss": self.sums["loss"] / max(self.sums["steps"], 1),
-                "kl_per_token": self.sums["kl"] / n_tok if measured_kl else None,
-                "entropy": self.sums["entropy"] / n_tok,
-                "clip_fraction": self.sums["clipped"] / n_tok,
-                "ratio_min": min(self.ratios, default=None),
-                "ratio_max": max(self.ratios, default=None), "grad_norm": self.grad_norm}
 
 
 def log_generations(samples: list[dict], n: int = 4, title: str = "samples") -> None:

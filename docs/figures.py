@@ -47,6 +47,10 @@ FIGURES = {
         ("critic's explained variance", ["explained_variance"]),
         ("clip fraction", ["clipfrac"]),
         ("response length", ["response_len"])]),
+    "distill": ("On-policy distillation of the GRPO model into the SFT model", [
+        ("held-out greedy accuracy", ["eval_accuracy"]),
+        ("reverse KL(student || teacher) per token", ["reverse_kl"]),
+        ("rollouts: right", ["answer_reward"])]),
 }
 
 

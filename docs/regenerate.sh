@@ -51,7 +51,7 @@ if [ $# -eq 0 ] || [ "$1" = defaults ]; then
         suffix=$([ $seed = 0 ] && echo "" || echo "_seed$seed")
         seed_flag=$([ $seed = 0 ] && echo "" || echo "--seed $seed")
         default_run "sft$suffix" sft $seed_flag
-        for script in grpo expert_iteration dpo ppo; do
+        for script in grpo expert_iteration dpo ppo distill; do  # distill: grpo's model teaches
             default_run "$script$suffix" "$script" $seed_flag
         done
     done

@@ -12,7 +12,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
-DEFAULTS = ["sft", "grpo", "expert_iteration", "dpo", "ppo", "ppo_reward_model"]
+DEFAULTS = ["sft", "grpo", "expert_iteration", "dpo", "ppo", "ppo_reward_model", "distill"]
 BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -26,9 +26,8 @@ def load(kind, name, missing=None):
     earlier = RESULTS / "earlier" / kind / f"{name}.json"
     if earlier.exists():
         d = json.loads(earlier.read_text())
-        d["machine"] += (" - **measured on earlier code** whose settings differ from today's; "
-                         f"rerun `bash docs/regenerate.sh {name if kind == 'experiments' else kind}`"
-                         " to update")
+        d["machine"] += (f" - **{d.get('note', 'measured on earlier code')}**; rerun `bash "
+                         f"docs/regenerate.sh {name if kind == 'experiments' else kind}` to update")
         return d
     if missing is not None:
         missing.append(f"{kind}/{name}.json")
@@ -270,7 +269,8 @@ SAMPLED_PER_STEP = {  # responses sampled per step, from a run's config
     "grpo": lambda c: f"{c['rollout_batch_size']:,}",
     "expert_iteration": lambda c: f"{c['questions_per_step'] * c['group_size']:,}",
     "dpo": lambda c: f"{c['n_prompts'] * c['samples_per_prompt']:,} once, up front",
-    "ppo": lambda c: f"{c['prompts_per_step'] * c['samples_per_prompt']:,}"}
+    "ppo": lambda c: f"{c['prompts_per_step'] * c['samples_per_prompt']:,}",
+    "distill": lambda c: f"{c['rollout_batch_size']:,}"}
 
 
 def render_algorithm_costs(missing):
@@ -278,7 +278,7 @@ def render_algorithm_costs(missing):
     lines = ["| command | steps | seconds per step | responses sampled per step | wall time |",
              "|---|---|---|---|---|"]
     machines = set()
-    for name in ("sft", "expert_iteration", "dpo", "grpo", "ppo"):
+    for name in ("sft", "expert_iteration", "dpo", "grpo", "ppo", "distill"):
         d = load("defaults", name, missing)
         if d is None:
             continue

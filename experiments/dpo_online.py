@@ -112,9 +112,9 @@ def plot(results: dict, args) -> None:
                         marker=".", label=f"{label}: the SFT model's pairs")
             reward.plot(steps, curve["fresh_preference_accuracy"], color=color, marker="o",
                         label=f"{label}: fresh pairs of the policy")
-    per_sample.set_xlabel("responses sampled for training")
+    per_sample.set_xlabel("responses sampled")
     per_sample.set_title("held-out greedy accuracy", fontsize=9)
-    per_step.set_xlabel("optimizer step (GRPO: one per rollout batch)")
+    per_step.set_xlabel("optimizer step")
     per_step.set_title("held-out greedy accuracy", fontsize=9)
     reward.axhline(0.5, color="gray", linestyle=":", label="chance")
     reward.set_title("implicit reward ranks right above wrong", fontsize=9)

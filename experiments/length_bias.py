@@ -83,8 +83,9 @@ def mode_accuracy(rows: list[dict]) -> dict:
 def plot_length_bias(runs: dict, args) -> None:
     """Per normalisation: how often each mode is right in the rollouts, the length of wrong
     rollouts, the scratchpad's share (10-step means)."""
-    fig, (acc, wrong_len, share) = new_figure(3, "GRPO length normalisation: 1/|o_i| "
-                                                 "(DeepSeekMath) vs 1/max_new_tokens (Dr. GRPO)")
+    fig, (acc, wrong_len, share) = new_figure(
+        3, "GRPO length normalisation, 10-step means: 1/|o_i| (DeepSeekMath) vs 1/max_new_tokens "
+           "(Dr. GRPO)")
     for (norm, rows), color in zip(runs.items(), ("C0", "C1")):
         direct = smooth([r["direct_rate"] for r in rows])
         direct_right = smooth([r["direct_right"] for r in rows])
@@ -100,10 +101,10 @@ def plot_length_bias(runs: dict, args) -> None:
         share.plot([r["step"] for r in rows], [1 - d for d in direct], color=color, label=norm)
     acc.axhspan(MODE_ACCURACY_LOW, MODE_ACCURACY_HIGH, color="gray", alpha=0.1,
                 label="precondition band")
-    acc.set_title("rollouts right, per mode (10-step mean)")
-    wrong_len.set_title("length of wrong rollouts (10-step mean)")
+    acc.set_title("share right, per mode")
+    wrong_len.set_title("length of wrong rollouts")
     wrong_len.set_ylabel("tokens")
-    share.set_title("rollouts with a scratchpad (10-step mean)")
+    share.set_title("share with a scratchpad")
     for ax in (acc, wrong_len, share):
         ax.legend(fontsize=7)
     save_figure(fig, args, "length_bias")

@@ -148,9 +148,8 @@ def plot(results: dict, args) -> None:
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
-    bars = [("plain-text\naccuracy", "plain_accuracy"), ("bare prompt:\nformat", "format_rate"),
-            ("<think> template:\nformat", "template_format_rate"),
-            ("<think> template:\naccuracy", "template_accuracy")]
+    bars = [("plain\naccuracy", "plain_accuracy"), ("bare\nformat", "format_rate"),
+            ("<think>\nformat", "template_format_rate"), ("<think>\naccuracy", "template_accuracy")]
     for offset, name, values in ((-0.2, "pre-trained", results["pretrained"]),
                                  (0.2, "mixed", results["mixed"])):
         drawn = no_sft.bar([i + offset for i in range(len(bars))],
@@ -161,7 +160,7 @@ def plot(results: dict, args) -> None:
     no_sft.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
     no_sft.set_xlabel("")
     no_sft.set_ylim(0, 1.1)
-    no_sft.set_title(f"no SFT stage: {results['mixed']['mixed_fraction']:.0%} formatted "
-                     f"in the mix", fontsize=9)
+    no_sft.set_title(f"no SFT stage ({results['mixed']['mixed_fraction']:.0%} mixed in)",
+                     fontsize=9)
     no_sft.legend(fontsize=7)
     save_figure(fig, args, "sft_data")

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
-def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path):
+def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path, no_curves):
     checkpoint, _ = default_sft
     out = tmp_path / "out"
     results = main([name, "--quick", "--sft_checkpoint", checkpoint, "--out_dir", str(out)])
