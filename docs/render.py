@@ -26,8 +26,8 @@ def load(kind, name, missing=None):
     earlier = RESULTS / "earlier" / kind / f"{name}.json"
     if earlier.exists():
         d = json.loads(earlier.read_text())
-        d["machine"] += (f" - **{d.get('note', 'measured on earlier code')}**; rerun `bash "
-                         f"docs/regenerate.sh {name if kind == 'experiments' else kind}` to update")
+        d["earlier"] = (f"**{d.get('note', 'measured on earlier code')}**: rerun `bash "
+                        f"docs/regenerate.sh {name if kind == 'experiments' else kind}` to update")
         return d
     if missing is not None:
         missing.append(f"{kind}/{name}.json")
@@ -81,6 +81,8 @@ def verdict_word(results):
     """The experiment's own claim_holds; else "held" if every check it reports is true,
     "partly held" if some are, "did not hold" if none is."""
     if "claim_holds" in results:
+        if results["claim_holds"] is None:
+            return "not tested by this setup"
         return "held" if results["claim_holds"] else "did not hold"
     flags = [v for k, v in results.items() if isinstance(v, bool) and k != "quick"]
     return "held" if flags and all(flags) else "partly held" if any(flags) else "did not hold"
@@ -91,16 +93,18 @@ def render_experiments(missing):
     for name in EXPERIMENTS:
         d = load("experiments", name, missing)
         if d is None:
-            rows.append(f"| `{name}` | missing | missing |")
+            rows.append(f"| `{name}` | missing | missing | |")
             continue
         r = d["results"]
         machines.add(d["machine"])
         held = verdict_word(r)
+        code = "earlier code" if d.get("earlier") else f"`{d['commit']}`"
         rows.append(f"| [`{d['command']}`](docs/experiments.md) | {held} |"
-                    f" {r['seconds']:.0f} s |")
+                    f" {r['seconds']:.0f} s | {code} |")
     machine = "; ".join(sorted(machines)) or "missing"
-    head = [f"Measured on one machine: {machine}.", "",
-            "| command | claim | wall time |", "|---|---|---|"]
+    head = [f"Measured on: {machine}. A result of earlier code is its experiment's earlier version,"
+            " not yet rerun (`bash docs/regenerate.sh NAME`).", "",
+            "| command | claim | wall time | code |", "|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
 
 
@@ -125,6 +129,8 @@ def render_experiment(name, missing):
         return "missing\n"
     r = d["results"]
     lines = [f"Verdict: **{verdict_word(r)}**. `{d['command']}` on {d['machine']}:", ""]
+    if d.get("earlier"):
+        lines[0:0] = [d["earlier"] + ".", ""]
     for key, value in r.items():
         if key not in ("experiment", "quick", "script_runs"):
             lines += result_lines(key, value)
