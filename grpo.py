@@ -37,7 +37,9 @@ shaping term (a length penalty) in a group whose answers are all right becomes a
 Run: python grpo.py (from out/sft/model.pt, made by sft.py's defaults if missing; time and result
 in the README). Outputs go to out/grpo/; `python grpo.py -h` lists every flag. A shaped reward
 is a function passed to train: grpo.train(Config(), reward=lambda response, answer:
-{**reward_fn(response, answer), "reward": ...}) (the other keys are logged as columns).
+{**reward_fn(response, answer), "reward": ...}) (the other keys are logged as columns). A
+response's length in tokens is len(toy_model.Tokenizer().encode(response)): a tag or end-of-text
+is one token, every other character one.
 Variants, each one flag set or more (TRL implements each the same way):
   - Dr. GRPO: --no-use_std_normalization --length_normalization constant.
   - DAPO: --cliprange_high 0.28 --length_normalization token_mean --drop_equal_reward_groups

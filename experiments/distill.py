@@ -161,12 +161,12 @@ def plot(curves, kl_own, kl_start, teacher_accuracy, target, args) -> None:
         kl.bar(x, statistics.mean(kl_own[arm]), color=COLORS[arm], alpha=0.6)
         kl.scatter([x] * len(kl_own[arm]), kl_own[arm], color="black", s=8)
     speed.set_yscale("log")
-    speed.set_title(f"responses sampled to close {MOST:.0%} of the gap", fontsize=9)
+    speed.set_title(f"samples to close {MOST:.0%}\nof the gap", fontsize=9)
     kl.axhline(kl_start, color="gray", linestyle="--", label="the student at the start")
-    kl.set_title("reverse KL to the teacher per token,\non each final model's own samples",
+    kl.set_title("reverse KL to the teacher,\non its own samples",
                  fontsize=9)
     for ax in (speed, kl):
-        ax.set_xticks(range(len(curves)), ["on-policy", "off-policy", "GRPO"])
+        ax.set_xticks(range(len(curves)), ["on-\npolicy", "off-\npolicy", "GRPO"])
         ax.set_xlabel("")
         ax.legend(fontsize=7)
     save_figure(fig, args, "distill")

@@ -116,28 +116,11 @@ def run(args) -> dict:
                                 reward=SHIFTED if shifted else None, **GRPO, **flags)
             for label, (name, flags, shifted) in VARIANTS.items()}
 
-    fig, (ratio_ax, acc, reward) = new_figure(3, "GRPO's advantage: group mean and std, mean "
-                                                 "only, no baseline")
-    labels = list(noise)
-    ratio_ax.barh(range(len(labels)), [noise[k]["variance"] for k in labels],
-                  xerr=[2 * noise[k]["variance_se"] for k in labels],
-                  color=["tab:orange" if "format" in k else "tab:blue" for k in labels])
-    ratio_ax.set_yticks(range(len(labels)), labels)
-    ratio_ax.set_xscale("log")
-    ratio_ax.set_xlabel("gradient variance (+- 2 SE)")
-    ratio_ax.set_title(f"at the SFT model, {batches} batches")
-    colors = dict(zip(VARIANTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     results = {"gradient_noise": noise}
     for label, rows in runs.items():
-        acc.plot(*start_and(rows, args, f"std_baseline/{VARIANTS[label][0]}", "eval_accuracy"),
-                 marker=".", label=label, color=colors[label])
-        steps, rewards = column(rows, "answer_reward")
-        reward.plot(steps, smooth(rewards), label=label, color=colors[label])
         results[label] = {"final_accuracy": last(rows, "eval_accuracy"),
                           "rollout_accuracy_last_20": last(rows, "answer_reward", 20)}
-    acc.set_title("held-out greedy accuracy")
-    reward.set_title("rollout accuracy (10-step mean)")
-    save_figure(fig, args, "std_baseline")
+    plot(noise, runs, batches, args)
 
     def variance_ratio(reward_name):  # V(no baseline) / V(leave-one-out), and its low end
         raw, base = (noise[f"{s}, {reward_name}"] for s in ("no baseline", "leave-one-out"))
@@ -154,3 +137,28 @@ def run(args) -> dict:
             "accuracy_gap_shifted": gap, "baseline_cuts_variance_shifted": cuts,
             "cut_grows_with_common_part": larger_with_common_part,
             "claim_holds": cuts and larger_with_common_part and gap >= ACCURACY_GAP_MIN}
+
+
+def plot(noise: dict, runs: dict, batches: int, args) -> None:
+    """The gradient's variance per scheme and reward; each run's held-out and rollout accuracy."""
+    from matplotlib.ticker import NullFormatter
+    fig, (ratio_ax, acc, reward) = new_figure(3, "GRPO's advantage: group mean and std, mean "
+                                                 "only, no baseline")
+    labels = list(noise)
+    ratio_ax.barh(range(len(labels)), [noise[k]["variance"] for k in labels],
+                  xerr=[2 * noise[k]["variance_se"] for k in labels],
+                  color=["tab:orange" if "format" in k else "tab:blue" for k in labels])
+    ratio_ax.set_yticks(range(len(labels)), labels)
+    ratio_ax.set_xscale("log")
+    ratio_ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: no overprinted labels
+    ratio_ax.set_xlabel("gradient variance (+- 2 SE)")
+    ratio_ax.set_title(f"at the SFT model, {batches} batches")
+    colors = dict(zip(VARIANTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    for label, rows in runs.items():
+        acc.plot(*start_and(rows, args, f"std_baseline/{VARIANTS[label][0]}", "eval_accuracy"),
+                 marker=".", label=label, color=colors[label])
+        steps, rewards = column(rows, "answer_reward")
+        reward.plot(steps, smooth(rewards), color=colors[label])  # colours as in the middle
+    acc.set_title("held-out greedy accuracy")
+    reward.set_title("rollout accuracy (10-step mean)")
+    save_figure(fig, args, "std_baseline")

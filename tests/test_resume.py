@@ -101,7 +101,7 @@ def whole_run(small_sft, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, sig", [(n, signal.SIGTERM) for n in MODULES]
-                         + [("sft", signal.SIGKILL), ("grpo", signal.SIGKILL)])
+                         + [("sft", signal.SIGKILL)])  # runs.Run's kill path, shared by all
 def test_stopped_run_resumes_to_the_same_numbers(name, sig, small_sft, whole_run, tmp_path):
     module = MODULES[name]
     whole = whole_run(name)
