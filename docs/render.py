@@ -98,7 +98,7 @@ def render_experiments(missing):
         r = d["results"]
         machines.add(d["machine"])
         held = verdict_word(r)
-        code = "earlier code" if d.get("earlier") else f"`{d['commit']}`"
+        code = "earlier code" if d.get("earlier") else "today's code"
         rows.append(f"| [`{d['command']}`](docs/experiments.md) | {held} |"
                     f" {r['seconds']:.0f} s | {code} |")
     machine = "; ".join(sorted(machines)) or "missing"

@@ -2,6 +2,8 @@
 import json
 import math
 
+import pytest
+
 from conftest import run_in_process
 
 # The issue's keys (a dot is a nested object) and a few more; script names keep their ".py".
@@ -14,6 +16,7 @@ KEYS = [("peak_gflops",), ("generation", "cached", "tokens_per_s"), ("generation
         ("grpo_run", "flops"), ("grpo_run", "s_at_peak"), ("grpo_run", "s_estimated")]
 
 
+@pytest.mark.extended  # with -m extended: bench.py --quick, the default model's run
 def test_quick_bench_writes_every_field(default_sft, no_curves, tmp_path):
     out = tmp_path / "bench.json"  # the scripts start from the suite's SFT model (none is trained)
     proc = run_in_process("bench.py", "--quick", "--out", out, "--sft_checkpoint", default_sft[0])

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.usefixtures("no_curves")  # their runs draw no curves.p
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+LONGEST_QUICK = {"sampler_mismatch", "reward_hacking", "rlhf_length", "distill"}  # -m extended
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.extended)
+                                  if name in LONGEST_QUICK else name
+                                  for name in sorted(experiments.EXPERIMENTS)])
 def test_quick_mode_writes_figure_and_results(name, default_sft, tmp_path, no_curves):
     checkpoint, _ = default_sft
     out = tmp_path / "out"

@@ -337,6 +337,7 @@ def test_ppo_raises_the_score_it_optimises_and_the_critic_tracks_it(small_sft, t
     assert sum(explained) / 10 > 0.05, explained  # a learned score is predictable
 
 
+@pytest.mark.extended  # the longest check: -m extended runs it
 def test_learning(default_sft, tmp_path):
     """30 steps of the default PPO (rule-based score) from the default SFT model raise held-out
     greedy accuracy. (The critic's explained variance stays near 0 this early, too close to 0 to

@@ -114,6 +114,7 @@ OUTPUTS = ["metrics.csv", "curves.png", "model.pt", "summary.json", "hf/config.j
            "start/config.json"]
 
 
+@pytest.mark.extended
 def test_two_process_run_writes_each_output_once(small_sft, tmp_path):
     out = tmp_path / "run"
     done = torchrun(__file__, "record", str(out), "trl_grpo.py", *FLAGS,
