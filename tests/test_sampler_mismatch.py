@@ -203,7 +203,7 @@ def test_a_stale_sampler_holds_the_weights_of_n_steps_ago():
                                    "reinforce_with_baseline"],
                                   ["--sampler_correction_level", "sequence"],
                                   ["--sampler_correction", "nope"],
-                                  ["--baseline", "maxrl", "--use_std_normalization"],  # the std given: not the default
+                                  ["--baseline", "maxrl", "--use_std_normalization"],
                                   ["--baseline", "maxrl", "--no-use_std_normalization",
                                    "--loss_type", "no_baseline"]])
 def test_sampler_and_maxrl_flags_that_do_not_fit_exit_2(argv, capsys):
