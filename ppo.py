@@ -69,9 +69,9 @@ from toy_model import (ScalarHead, encode_prompts, generate, get_response_log_pr
 # token up to and including end-of-text; get_response_log_probs(model, input_ids, labels) ->
 # {"log_probs": (B, L) log softmax(logits / temperature) at each label, optionally
 # "token_entropy"; entropy_grad keeps its gradient for the bonus} over the whole sequence
-# ([:, P - 1:] keeps the response: every prompt has one length P); ScalarHead(gpt)(ids) -> (B, L), one value per position, from a zero head;
-# masked_mean(x, mask) averages the entries where mask is 1; kl_penalty(log_probs, ref, "k1") is
-# log_probs - ref per token.
+# ([:, P - 1:] keeps the response: every prompt has one length P); ScalarHead(gpt)(ids) ->
+# (B, L), one value per position, from a zero head; masked_mean(x, mask) averages the entries
+# where mask is 1; kl_penalty(log_probs, ref, "k1") is log_probs - ref per token.
 
 
 @dataclass

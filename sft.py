@@ -38,7 +38,7 @@ import torch
 import checks
 import runs
 from evaluation import evaluate
-from toy_model import (EOS, GPT, GPTConfig, get_response_log_probs, masked_mean, masked_normalize,
+from toy_model import (GPT, GPTConfig, get_response_log_probs, masked_mean, masked_normalize,
                        tokenize_prompt_and_output)
 
 CORPORA = ("demonstrations", "traces", "mixed")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dpo
 import grpo
-from experiments.common import column, new_figure, read_summary, save_figure, train_script
+from experiments.common import new_figure, read_summary, save_figure, train_script
 
 DESCRIPTION = ("Offline vs iterative DPO vs GRPO on the same sampled responses: accuracy, and the "
                "implicit reward on fresh pairs")
